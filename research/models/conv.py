@@ -1,6 +1,6 @@
 """The convolution layer every model in the project uses.
 
-Placeholder: delegates to flax.linen.Conv (NHWC inputs, HWIO kernels). The CPU
+Reference implementation: lax.conv_general_dilated (NHWC inputs, HWIO kernels). The CPU
 fast path (issue 11) replaces the implementation behind the same interface.
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence, Union
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax import lax
 
 PaddingLike = Union[str, int, Sequence[Union[int, tuple[int, int]]]]
 
@@ -29,9 +30,25 @@ class Conv(nn.Module):
   bias_init: Callable[..., Any] = nn.initializers.zeros_init()
 
   @nn.compact
-  def __call__(self, x):
-    return nn.Conv(
-        self.features, tuple(self.kernel_size), strides=self.strides, padding=self.padding,
-        kernel_dilation=self.kernel_dilation, feature_group_count=self.feature_group_count,
-        use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
-        kernel_init=self.kernel_init, bias_init=self.bias_init, name="conv")(x)
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    """x: [N, H, W, C_in] -> [N, H', W', features]. Parameters: kernel [kh, kw, C_in/groups, features], bias [features]."""
+    kh, kw = self.kernel_size
+    cin = x.shape[-1]
+    kernel = self.param("kernel", self.kernel_init, (kh, kw, cin // self.feature_group_count, self.features),
+                        self.param_dtype)
+    strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
+    dilation = (self.kernel_dilation,) * 2 if isinstance(self.kernel_dilation, int) else tuple(self.kernel_dilation)
+    padding = self.padding
+    if isinstance(padding, int):
+      padding = ((padding, padding), (padding, padding))
+    elif not isinstance(padding, str):
+      padding = tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)
+    dtype = self.dtype or x.dtype
+    y = lax.conv_general_dilated(
+        x.astype(dtype), kernel.astype(dtype), window_strides=strides, padding=padding,
+        rhs_dilation=dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=self.feature_group_count)
+    if self.use_bias:
+      bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+      y = y + bias.astype(dtype)
+    return y

@@ -1,0 +1,2 @@
+"""Model families; importing this package registers every model in research.core.registry.MODELS."""
+from research.models.classifiers import lenet  # noqa: F401

@@ -1,0 +1,119 @@
+"""The core's configuration schema: defaults, and validation that names misspelled keys.
+
+Every config file starts from `default_config()` and changes what it needs, so any field can be
+overridden from the command line (`--config.optimizer.learning_rate=0.1`). `validate(config)`
+rejects keys the core does not know, naming them, so a typo never silently falls back to a default.
+
+The sections `model` and `task` are open: their keys are keyword arguments of the registered
+model / task (`name` picks the entry), checked when the model or task is built.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any, Iterable
+
+from ml_collections import ConfigDict
+
+OPEN_SECTIONS = ("model", "task")
+
+
+class ConfigError(ValueError):
+  """A configuration problem; the message names the offending key."""
+
+
+def default_config() -> ConfigDict:
+  """All fields the training core reads, with their defaults."""
+  c = ConfigDict()
+  c.seed = 0
+  # Global batch size (across all devices and hosts); must divide by the device count.
+  c.batch_size = 128
+  c.eval_batch_size = 0  # 0: same as batch_size.
+  # Duration: num_train_steps if > 0, else num_epochs over the training split.
+  c.num_train_steps = 0
+  c.num_epochs = 0.0
+  c.log_every_steps = 50
+  c.eval_every_steps = 0  # 0: evaluate only at the end.
+  c.checkpoint_every_steps = 500
+  c.keep_checkpoints = 3
+  c.async_checkpointing = True
+  c.dtype = "float32"  # Compute dtype of the model (params stay float32): float32, bfloat16.
+  # Persistent XLA compilation cache: 'auto' is WORKDIR/../.jax_cache; '' disables it.
+  c.compilation_cache_dir = "auto"
+
+  c.model = ConfigDict({"name": ""})
+  c.task = ConfigDict({"name": "classification"})
+
+  c.dataset = ConfigDict()
+  c.dataset.name = "digits"   # A TFDS name ('mnist', 'cifar10', 'voc/2007') or built-in.
+  c.dataset.data_dir = ""     # '': $TFDS_DATA_DIR, else ~/tensorflow_datasets.
+  c.dataset.train_split = "train"
+  c.dataset.eval_split = "test"
+  c.dataset.num_workers = 0   # Grain worker processes for preprocessing (0: in-process).
+  c.dataset.prefetch_batches = 2  # Batches kept on the devices ahead of the step.
+
+  c.optimizer = ConfigDict()
+  c.optimizer.name = "sgd"
+  c.optimizer.learning_rate = 0.1
+  c.optimizer.momentum = 0.9
+  c.optimizer.nesterov = False
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.999
+  c.optimizer.eps = 1e-8
+  c.optimizer.decay = 0.9
+  c.optimizer.schedule = "cosine"
+  c.optimizer.warmup_steps = 0
+  c.optimizer.boundaries = (0.5, 0.75)
+  c.optimizer.decay_factor = 0.1
+  c.optimizer.weight_decay = 0.0
+  c.optimizer.weight_decay_on = "all"
+  c.optimizer.grad_clip_norm = 0.0
+  c.optimizer.freeze = ()
+
+  # Fine-tuning / transfer: initial weights from another run (used only when the workdir has
+  # no checkpoint of its own; resuming always wins).
+  c.init_from = ConfigDict()
+  c.init_from.workdir = ""     # A workdir (its latest checkpoint) or a checkpoint step directory.
+  c.init_from.collections = ("params", "batch_stats")
+  c.init_from.reinit = ()      # Regexes over parameter paths to keep freshly initialized (the head).
+  return c
+
+
+def _suggest(key: str, known: Iterable[str]) -> str:
+  close = difflib.get_close_matches(key, list(known), n=1)
+  return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check(cfg: ConfigDict, reference: ConfigDict, prefix: str) -> None:
+  for key in cfg.keys():
+    path = f"{prefix}{key}"
+    if key not in reference:
+      raise ConfigError(f"unknown config key {path!r}{_suggest(key, reference.keys())}; "
+                        f"known keys of {prefix.rstrip('.') or 'config'}: {', '.join(sorted(reference.keys()))}")
+    value, ref = cfg[key], reference[key]
+    if isinstance(ref, ConfigDict) and not (prefix == "" and key in OPEN_SECTIONS):
+      if not isinstance(value, ConfigDict):
+        raise ConfigError(f"config key {path!r} must be a section (ConfigDict), got {value!r}")
+      _check(value, ref, path + ".")
+
+
+def validate(config: ConfigDict, extra_defaults: ConfigDict | None = None) -> None:
+  """Raises ConfigError naming the first key of `config` the core does not know.
+
+  `extra_defaults` adds keys a task or script defines beyond the core's (merged into the
+  reference schema).
+  """
+  reference = default_config()
+  if extra_defaults is not None:
+    reference.update(extra_defaults)
+  if not config.model.get("name"):
+    raise ConfigError("config.model.name is empty: name a registered model")
+  _check(config, reference, "")
+
+
+def duration_steps(config: ConfigDict, train_size: int) -> int:
+  """The number of training steps: num_train_steps, or num_epochs over `train_size` examples."""
+  if config.num_train_steps > 0:
+    return int(config.num_train_steps)
+  if config.num_epochs > 0:
+    return max(1, int(round(config.num_epochs * train_size / config.batch_size)))
+  raise ConfigError("set config.num_train_steps or config.num_epochs to a positive value")

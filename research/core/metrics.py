@@ -1,0 +1,86 @@
+"""Metric logging: TensorBoard event files (tensorboardX, no TensorFlow) and WORKDIR/metrics.jsonl.
+
+metrics.jsonl holds one JSON object per log event, {"step": N, "<split>/<metric>": value, ...}.
+Only process 0 writes. When a run resumes from a checkpoint at step S, events the interrupted run
+wrote after S are dropped from both files, so the history reads as one uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Dict, Mapping, Optional
+
+import jax
+import numpy as np
+
+
+def _truncate_jsonl(path: str, keep_up_to_step: int) -> None:
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = [line for line in f if line.strip()]
+  kept = []
+  for line in lines:
+    try:
+      if json.loads(line)["step"] <= keep_up_to_step:
+        kept.append(line)
+    except (ValueError, KeyError):
+      continue  # A line cut short by a kill: drop it.
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(kept)
+  os.replace(tmp, path)
+
+
+class MetricWriter:
+  """Writes scalars (and images) at a step to TensorBoard and metrics.jsonl."""
+
+  def __init__(self, workdir: str, start_step: int = 0):
+    self.enabled = jax.process_index() == 0
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if self.enabled:
+      os.makedirs(workdir, exist_ok=True)
+      _truncate_jsonl(self.path, start_step)
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step + 1)
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    if not self.enabled:
+      return
+    values = {k: float(v) for k, v in scalars.items()}
+    record = {"step": int(step)}
+    record.update({k: (v if math.isfinite(v) else str(v)) for k, v in values.items()})
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    for k, v in values.items():
+      self._tb.add_scalar(k, v, step)
+
+  def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+    """images: name -> uint8 [H, W, C] array."""
+    if not self.enabled:
+      return
+    for k, v in images.items():
+      self._tb.add_image(k, np.asarray(v), step, dataformats="HWC")
+
+  def write_histograms(self, step: int, arrays: Mapping[str, np.ndarray]) -> None:
+    if not self.enabled:
+      return
+    for k, v in arrays.items():
+      self._tb.add_histogram(k, np.asarray(v), step)
+
+  def flush(self) -> None:
+    if self._tb is not None:
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+
+
+def read_metrics(workdir: str) -> list[Dict[str, Any]]:
+  """The records of WORKDIR/metrics.jsonl, in order."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]

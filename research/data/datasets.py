@@ -1,0 +1,102 @@
+"""Dataset access by TFDS name: built-in offline datasets, prepared real datasets, clear errors.
+
+A dataset is named as in the TFDS catalog ('mnist', 'cifar10', 'voc/2007', 'coco/2017') or is one
+of the built-in offline datasets ('digits', 'shapes', 'shapes/128'), and is read from `data_dir`
+with `tfds.data_source` (random access, array_record, no TensorFlow). Built-in datasets are
+generated into `data_dir` the first time they are asked for; a real dataset that is not prepared
+raises `DatasetNotPreparedError` with the command that prepares it. Nothing is ever downloaded
+implicitly.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib
+import os
+from typing import Any, Optional
+
+import tensorflow_datasets as tfds
+
+# Built-in offline datasets: TFDS name -> module defining (and so registering) its builder.
+BUILTIN = {
+    "digits": "research.data.builders.digits",
+    "shapes": "research.data.builders.shapes",
+}
+
+# Real datasets that can be prepared without network from files the user has.
+OFFLINE_PREPARERS = {
+    "mnist": "python scripts/prepare_data.py mnist --idx_dir DIR_WITH_THE_4_IDX_GZ_FILES --data_dir {data_dir}",
+}
+
+
+class DatasetNotPreparedError(FileNotFoundError):
+  """The dataset is not in data_dir; the message says how to prepare it."""
+
+
+def default_data_dir(data_dir: Optional[str] = None) -> str:
+  """`data_dir`, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
+  return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
+
+
+def _base_name(name: str) -> str:
+  return name.split(":")[0].split("/")[0]
+
+
+@contextlib.contextmanager
+def _build_lock(data_dir: str, name: str):
+  """An inter-process lock, so parallel test workers or hosts do not build one dataset twice."""
+  os.makedirs(data_dir, exist_ok=True)
+  path = os.path.join(data_dir, f".{_base_name(name)}.build.lock")
+  with open(path, "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def get_builder(name: str, data_dir: Optional[str] = None) -> tfds.core.DatasetBuilder:
+  """The prepared TFDS builder for `name` in `data_dir`, generating built-in datasets on demand."""
+  data_dir = default_data_dir(data_dir)
+  base = _base_name(name)
+  if base in BUILTIN:
+    importlib.import_module(BUILTIN[base])
+    builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+    if not builder.is_prepared():
+      with _build_lock(data_dir, name):
+        builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+        if not builder.is_prepared():
+          builder.download_and_prepare()
+    return builder
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise DatasetNotPreparedError(
+        f"dataset {name!r} is neither built in ({', '.join(sorted(BUILTIN))}) nor in the TFDS "
+        f"catalog: {str(e).splitlines()[0]}") from None
+  if not builder.is_prepared():
+    how = f"  tfds build {name} --data_dir {data_dir} --file_format=array_record   (needs network)"
+    if base in OFFLINE_PREPARERS:
+      how += "\nor, offline:\n  " + OFFLINE_PREPARERS[base].format(data_dir=data_dir)
+    raise DatasetNotPreparedError(
+        f"dataset {name!r} is not prepared in data_dir {data_dir} (looked for {builder.data_dir}). "
+        f"Prepare it with:\n{how}")
+  return builder
+
+
+def get_data_source(name: str, split: str, data_dir: Optional[str] = None) -> Any:
+  """A random-access source of decoded examples (dicts of numpy arrays) for one split."""
+  builder = get_builder(name, data_dir)
+  splits = builder.info.splits
+  if split not in splits and split.split("[")[0] not in splits:
+    raise ValueError(f"dataset {name!r} has no split {split!r}; it has: {', '.join(splits.keys())}")
+  if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
+    raise DatasetNotPreparedError(
+        f"dataset {name!r} in {builder.data_dir} is stored as {builder.info.file_format.value}, "
+        f"which needs TensorFlow to read; rebuild it with --file_format=array_record")
+  return builder.as_data_source(split=split)
+
+
+def num_classes(name: str, data_dir: Optional[str] = None, feature: str = "label") -> int:
+  """The number of classes of the ClassLabel feature `feature`."""
+  return get_builder(name, data_dir).info.features[feature].num_classes

@@ -1,0 +1,105 @@
+"""Grain input pipelines with a deterministic, resumable data order.
+
+Training data is one infinite, indexable sequence of batches: the split is shuffled (a new
+permutation every epoch, from `seed`), split across processes, augmented with a per-example RNG
+derived from (seed, index), and batched. Batch k is therefore a pure function of (seed, k), and the
+iterator's state is just the index of the next batch: a run resumed at step k starts at batch k
+and sees exactly the data an uninterrupted run would.
+
+Evaluation data covers the split exactly once: it is padded up to a multiple of the global batch
+with copies of the first example whose `mask` is 0, so metrics weighted by `mask` count every
+example once whatever the batch size.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterator, Optional
+
+import grain
+import jax
+import numpy as np
+
+Example = Dict[str, Any]
+TrainPreprocess = Callable[[Example, np.random.Generator], Example]
+EvalPreprocess = Callable[[Example], Example]
+
+
+def _to_iter(ds: grain.MapDataset, num_workers: int) -> grain.IterDataset:
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=8))
+  if num_workers > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return it
+
+
+def train_batches(source: Any, preprocess: TrainPreprocess, local_batch_size: int, seed: int,
+                  start_batch: int = 0, num_workers: int = 0) -> Iterator[Example]:
+  """Infinite iterator of this process's training batches, starting at global batch `start_batch`.
+
+  Args:
+    source: a random-access data source (len and __getitem__), e.g. from `tfds.data_source`.
+    preprocess: (example, rng) -> example of fixed-shape numpy arrays.
+    local_batch_size: rows per batch on this process (global batch / process count).
+    seed: data-order and augmentation seed.
+    start_batch: index of the first batch to yield (the train step to resume at).
+    num_workers: Grain worker processes (0: preprocess in this process).
+  Yields:
+    dicts of numpy arrays with leading dimension `local_batch_size`.
+  """
+  if len(source) == 0:
+    raise ValueError("the training split is empty")
+  ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat()
+  if jax.process_count() > 1:
+    ds = ds[jax.process_index()::jax.process_count()]
+  ds = ds.random_map(preprocess, seed=seed + 1).batch(local_batch_size, drop_remainder=True)
+  return iter(_to_iter(ds[start_batch:], num_workers))
+
+
+class _PaddedEvalSource:
+  """Indices of one process's rows of each padded global batch -> (example index, mask)."""
+
+  def __init__(self, source: Any, global_batch_size: int):
+    self.source = source
+    n = len(source)
+    num_batches = -(-n // global_batch_size)
+    local = global_batch_size // jax.process_count()
+    rows = np.arange(num_batches * global_batch_size).reshape(num_batches, jax.process_count(), local)
+    self.indices = rows[:, jax.process_index()].reshape(-1)
+    self.n = n
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, i: int) -> tuple[Example, bool]:
+    index = int(self.indices[i])
+    valid = index < self.n
+    return self.source[index if valid else 0], valid
+
+
+def eval_batches(source: Any, preprocess: EvalPreprocess, global_batch_size: int,
+                 num_workers: int = 0) -> Iterator[Example]:
+  """One pass over the split, this process's rows of each global batch, with a `mask` entry.
+
+  Yields dicts of numpy arrays with leading dimension global_batch_size / process_count, plus
+  `mask` (float32, 1 for real examples, 0 for padding).
+  """
+  if len(source) == 0:
+    raise ValueError("the evaluation split is empty")
+  local = global_batch_size // jax.process_count()
+
+  def with_mask(item: tuple[Example, bool]) -> Example:
+    example, valid = item
+    out = dict(preprocess(example))
+    out["mask"] = np.float32(valid)
+    return out
+
+  ds = grain.MapDataset.source(_PaddedEvalSource(source, global_batch_size)).map(with_mask)
+  return iter(_to_iter(ds.batch(local, drop_remainder=True), num_workers))
+
+
+def num_eval_batches(num_examples: int, global_batch_size: int) -> int:
+  return -(-num_examples // global_batch_size)
+
+
+def first_example(source: Any, preprocess: EvalPreprocess, batch_size: int) -> Example:
+  """A batch of `batch_size` copies of the first preprocessed example (for shape inference)."""
+  ex = preprocess(source[0])
+  return {k: np.stack([np.asarray(v)] * batch_size) for k, v in ex.items()}

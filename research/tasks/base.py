@@ -1,0 +1,147 @@
+"""What a task supplies to the training core: model, preprocessing, loss, evaluation.
+
+A task never imports the core loop, and the core never imports a specific task: the core calls
+these hooks, which tasks (classification, detection, segmentation, captioning, GAN, multi-task)
+override. The step functions are written in the global view: `batch` arrays are the global batch
+(sharded over devices by the core), so means, BatchNorm statistics and sums are over all replicas.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any, Dict, List, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from ml_collections import ConfigDict
+
+from research.core.config import ConfigError
+from research.core.registry import MODELS
+from research.core.state import TrainState
+
+Batch = Dict[str, jax.Array]
+Sums = Dict[str, Tuple[jax.Array, jax.Array]]  # metric name -> (sum, count)
+PyTree = Any
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def build_registered(registry: Any, section: ConfigDict, where: str, **extra: Any) -> Any:
+  """Builds `registry[section.name](**rest_of_section, **extra)`; bad keys name `where.key`."""
+  kwargs = {k: v for k, v in section.items() if k != "name"}
+  for k, v in kwargs.items():
+    if isinstance(v, ConfigDict):
+      kwargs[k] = v.to_dict()
+    elif isinstance(v, list):
+      kwargs[k] = tuple(v)
+  kwargs = {**extra, **kwargs}
+  try:
+    ctor = registry.get(section.name)
+  except KeyError as e:
+    raise ConfigError(f"{where}.name: {e.args[0]}") from None
+  try:
+    return ctor(**kwargs)
+  except TypeError as e:
+    m = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+    if m:
+      raise ConfigError(f"unknown config key '{where}.{m.group(1)}' for {where} "
+                        f"{section.name!r}") from None
+    raise
+
+
+class Task:
+  """Base task. Subclasses set `config_defaults()` and implement the hooks they need.
+
+  Attributes:
+    config: the whole run config.
+    cfg: its `task` section, merged over `config_defaults()`.
+    model: the flax module (built once, by `build_model`).
+  """
+
+  def __init__(self, config: ConfigDict, dataset_info: Any = None):
+    self.config = config
+    self.dataset_info = dataset_info
+    defaults = self.config_defaults()
+    for key in config.task.keys():
+      if key != "name" and key not in defaults:
+        close = difflib.get_close_matches(key, list(defaults.keys()), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown config key 'task.{key}'{hint} for task {config.task.name!r}; "
+                          f"known: {', '.join(sorted(defaults.keys()))}")
+    merged = ConfigDict(defaults.to_dict())
+    merged.update({k: v for k, v in config.task.items() if k != "name"})
+    self.cfg = merged
+    self.model = self.build_model()
+
+  @classmethod
+  def config_defaults(cls) -> ConfigDict:
+    """The task's own config keys (config.task.<key>) and their defaults."""
+    return ConfigDict()
+
+  @property
+  def compute_dtype(self) -> Any:
+    try:
+      return _DTYPES[self.config.dtype]
+    except KeyError:
+      raise ConfigError(f"config.dtype: unknown dtype {self.config.dtype!r}; "
+                        f"known: {', '.join(_DTYPES)}") from None
+
+  def model_defaults(self) -> Dict[str, Any]:
+    """Keyword arguments the task fills in for the model unless the config sets them."""
+    return {}
+
+  def build_model(self) -> nn.Module:
+    extra = dict(self.model_defaults())
+    ctor = MODELS.get(self.config.model.name) if self.config.model.name in MODELS else None
+    fields = getattr(getattr(ctor, "fn", ctor), "__dataclass_fields__", {})
+    if "dtype" in fields:
+      extra.setdefault("dtype", self.compute_dtype)
+    extra = {k: v for k, v in extra.items() if not fields or k in fields}
+    return build_registered(MODELS, self.config.model, "model", **extra)
+
+  # --- host-side preprocessing (numpy, runs in Grain workers) ---
+  def preprocess_train(self, example: Dict[str, Any], rng: np.random.Generator) -> Dict[str, Any]:
+    raise NotImplementedError
+
+  def preprocess_eval(self, example: Dict[str, Any]) -> Dict[str, Any]:
+    raise NotImplementedError
+
+  # --- device-side steps (jitted by the core) ---
+  def init_variables(self, rng: jax.Array, batch: Batch) -> PyTree:
+    """Model variables {'params': ..., other collections} from a sample batch."""
+    raise NotImplementedError
+
+  def create_state(self, variables: PyTree, tx: optax.GradientTransformation) -> TrainState:
+    params = variables["params"]
+    model_state = {k: v for k, v in variables.items() if k != "params"}
+    return TrainState.create(params, model_state, tx)
+
+  def loss_fn(self, params: PyTree, model_state: PyTree, batch: Batch, rng: jax.Array
+              ) -> Tuple[jax.Array, Tuple[Dict[str, jax.Array], PyTree]]:
+    """(scalar loss, (metrics {name: scalar mean over the batch}, new model_state))."""
+    raise NotImplementedError
+
+  def train_step(self, state: TrainState, batch: Batch, rng: jax.Array
+                 ) -> Tuple[TrainState, Dict[str, jax.Array]]:
+    """One update. Returns the new state and scalar metrics (must include 'loss')."""
+    grad_fn = jax.value_and_grad(self.loss_fn, has_aux=True)
+    (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, rng)
+    state = state.apply_gradients(grads, model_state)
+    return state, {"loss": loss, "grad_norm": optax.global_norm(grads), **metrics}
+
+  def eval_step(self, state: TrainState, batch: Batch) -> Tuple[Sums, Optional[PyTree]]:
+    """Metric (sum, count) pairs over the batch, weighted by batch['mask'], and optional
+    per-example outputs for `finalize_eval` (None when sums are enough)."""
+    raise NotImplementedError
+
+  def finalize_eval(self, sums: Dict[str, Tuple[np.ndarray, np.ndarray]],
+                    outputs: List[PyTree]) -> Tuple[Dict[str, float], Dict[str, Any]]:
+    """Host side, after the whole split: (scalar metrics, artifacts to save as JSON).
+
+    `outputs` holds the eval_step outputs of every batch, already fetched, padding included
+    (each carries the batch's `mask` when the task returns it). Default: sum / count.
+    """
+    return {k: float(s) / max(float(c), 1.0) for k, (s, c) in sums.items()}, {}

@@ -1,0 +1,160 @@
+"""Image classification: softmax cross-entropy, top-1/top-k accuracy, confusion matrix.
+
+Batch layout: 'image' float [N, H, W, C] (normalized), 'label' int32 [N], and at evaluation
+'mask' float32 [N] (0 for padding rows). Models return logits [N, num_classes], or a dict
+{'logits': ..., 'aux1': ..., 'aux2': ...} (GoogLeNet's auxiliary heads, used in training only).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from PIL import Image
+from ml_collections import ConfigDict
+
+from research.core.registry import TASKS
+from research.evaluation import classification as cls_eval
+from research.tasks.base import Batch, PyTree, Sums, Task
+
+
+def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0
+                          ) -> jax.Array:
+  """Per-example cross-entropy [N] of logits [N, C] against int labels [N], with label smoothing
+  (targets (1 - eps) one_hot + eps / C, as torch.nn.CrossEntropyLoss(label_smoothing=eps))."""
+  num_classes = logits.shape[-1]
+  targets = jax.nn.one_hot(labels, num_classes)
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+@TASKS.register("classification")
+class ClassificationTask(Task):
+  """Supervised classification of whole images."""
+
+  @classmethod
+  def config_defaults(cls) -> ConfigDict:
+    c = ConfigDict()
+    c.image_key = "image"
+    c.label_key = "label"
+    c.num_classes = 0          # 0: from the dataset's ClassLabel feature.
+    c.image_size = 0           # 0: native size; else resize (bilinear) to image_size x image_size.
+    c.channels = 0             # 0: native; 1 or 3 to convert grey <-> RGB.
+    c.mean = (0.0,)            # Normalization: (x / 255 - mean) / std, per channel.
+    c.std = (1.0,)
+    c.augment = ()             # 'flip' (horizontal), 'crop' (pad `crop_padding`, random crop).
+    c.crop_padding = 4
+    c.label_smoothing = 0.0
+    c.aux_loss_weight = 0.3    # Weight of auxiliary heads' losses (GoogLeNet), if present.
+    c.top_k = 5
+    return c
+
+  @property
+  def num_classes(self) -> int:
+    if self.cfg.num_classes:
+      return int(self.cfg.num_classes)
+    return int(self.dataset_info.features[self.cfg.label_key].num_classes)
+
+  def model_defaults(self) -> Dict[str, Any]:
+    return {"num_classes": self.num_classes}
+
+  # --- host-side preprocessing ---
+  def _image(self, example: Dict[str, Any]) -> np.ndarray:
+    image = np.asarray(example[self.cfg.image_key])
+    if image.ndim == 2:
+      image = image[..., None]
+    if self.cfg.channels == 3 and image.shape[-1] == 1:
+      image = np.repeat(image, 3, axis=-1)
+    elif self.cfg.channels == 1 and image.shape[-1] == 3:
+      image = image.mean(axis=-1, keepdims=True)
+    if self.cfg.image_size and image.shape[:2] != (self.cfg.image_size,) * 2:
+      size = int(self.cfg.image_size)
+      chans = [np.asarray(Image.fromarray(image[..., c].astype(np.uint8)).resize(
+          (size, size), Image.BILINEAR)) for c in range(image.shape[-1])]
+      image = np.stack(chans, axis=-1)
+    return image
+
+  def _normalize(self, image: np.ndarray) -> np.ndarray:
+    mean = np.asarray(self.cfg.mean, np.float32)
+    std = np.asarray(self.cfg.std, np.float32)
+    return ((image.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+
+  def preprocess_eval(self, example: Dict[str, Any]) -> Dict[str, Any]:
+    return {"image": self._normalize(self._image(example)),
+            "label": np.int32(example[self.cfg.label_key])}
+
+  def preprocess_train(self, example: Dict[str, Any], rng: np.random.Generator) -> Dict[str, Any]:
+    image = self._image(example)
+    unknown = set(self.cfg.augment) - {"flip", "crop"}
+    if unknown:
+      raise ValueError(f"config.task.augment: unknown augmentation(s) {sorted(unknown)}; known: flip, crop")
+    if "crop" in self.cfg.augment:
+      p = int(self.cfg.crop_padding)
+      h, w = image.shape[:2]
+      padded = np.pad(image, ((p, p), (p, p), (0, 0)))
+      y, x = rng.integers(0, 2 * p + 1, size=2)
+      image = padded[y:y + h, x:x + w]
+    if "flip" in self.cfg.augment and rng.random() < 0.5:
+      image = image[:, ::-1]
+    return {"image": self._normalize(image), "label": np.int32(example[self.cfg.label_key])}
+
+  # --- device-side steps ---
+  def init_variables(self, rng: jax.Array, batch: Batch) -> PyTree:
+    params_rng, dropout_rng = jax.random.split(rng)
+    return self.model.init({"params": params_rng, "dropout": dropout_rng}, batch["image"], train=False)
+
+  def _apply(self, params: PyTree, model_state: PyTree, images: jax.Array, train: bool,
+             rng: Optional[jax.Array] = None) -> Tuple[Any, PyTree]:
+    variables = {"params": params, **model_state}
+    if train:
+      out, new_state = self.model.apply(variables, images, train=True, rngs={"dropout": rng},
+                                        mutable=list(model_state.keys()))
+      return out, new_state
+    return self.model.apply(variables, images, train=False), model_state
+
+  def loss_fn(self, params: PyTree, model_state: PyTree, batch: Batch, rng: jax.Array
+              ) -> Tuple[jax.Array, Tuple[Dict[str, jax.Array], PyTree]]:
+    out, new_state = self._apply(params, model_state, batch["image"], True, rng)
+    logits = out["logits"] if isinstance(out, dict) else out
+    labels = batch["label"]
+    loss = softmax_cross_entropy(logits, labels, self.cfg.label_smoothing).mean()
+    metrics = {"accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+    if isinstance(out, dict):
+      aux = [softmax_cross_entropy(v, labels, self.cfg.label_smoothing).mean()
+             for k, v in sorted(out.items()) if k.startswith("aux")]
+      if aux:
+        metrics["main_loss"] = loss
+        loss = loss + self.cfg.aux_loss_weight * sum(aux)
+    return loss, (metrics, new_state)
+
+  def eval_step(self, state, batch: Batch) -> Tuple[Sums, Optional[PyTree]]:
+    out, _ = self._apply(state.params, state.model_state, batch["image"], False)
+    logits = (out["logits"] if isinstance(out, dict) else out).astype(jnp.float32)
+    labels, mask = batch["label"], batch["mask"]
+    count = mask.sum()
+    ce = softmax_cross_entropy(logits, labels)
+    pred = jnp.argmax(logits, -1)
+    sums = {
+        "loss": ((ce * mask).sum(), count),
+        "accuracy": (((pred == labels) * mask).sum(), count),
+        "confusion": (cls_eval.confusion_matrix(labels, pred, logits.shape[-1], mask), count),
+    }
+    k = min(int(self.cfg.top_k), logits.shape[-1])
+    if 1 < k < logits.shape[-1]:
+      sums[f"top{k}_accuracy"] = ((cls_eval.top_k_correct(logits, labels, k) * mask).sum(), count)
+    return sums, None
+
+  def finalize_eval(self, sums, outputs: List[PyTree]) -> Tuple[Dict[str, float], Dict[str, Any]]:
+    confusion = np.asarray(sums["confusion"][0]).astype(np.int64)
+    scalars = {k: float(s) / max(float(c), 1.0) for k, (s, c) in sums.items() if k != "confusion"}
+    report = cls_eval.per_class_report(confusion)
+    scalars["balanced_accuracy"] = report["balanced_accuracy"]
+    scalars["macro_precision"] = report["macro_precision"]
+    if confusion.shape[0] <= 20:
+      for c, (p, r) in enumerate(zip(report["precision"], report["recall"])):
+        scalars[f"precision/{c}"] = p
+        scalars[f"recall/{c}"] = r
+    return scalars, {"confusion_matrix": confusion.tolist(), **report}

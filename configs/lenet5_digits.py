@@ -8,6 +8,7 @@ from research.core.config import default_config
 def get_config():
   config = default_config()
   config.model.name = "lenet5"
+  config.model.dropout_rate = 0.0
   config.dataset.name = "digits"
   config.task.name = "classification"
   config.task.augment = ()

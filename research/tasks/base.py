@@ -130,7 +130,7 @@ class Task:
     grad_fn = jax.value_and_grad(self.loss_fn, has_aux=True)
     (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, rng)
     state = state.apply_gradients(grads, model_state)
-    return state, {"loss": loss, "grad_norm": optax.global_norm(grads), **metrics}
+    return state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
 
   def eval_step(self, state: TrainState, batch: Batch) -> Tuple[Sums, Optional[PyTree]]:
     """Metric (sum, count) pairs over the batch, weighted by batch['mask'], and optional

@@ -1,0 +1,44 @@
+"""Small configs for core tests: LeNet-5 on `digits`, a few steps, no compilation cache."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+import research.models  # noqa: F401
+import research.tasks  # noqa: F401
+from research.core.config import default_config
+from research.core.registry import MODELS
+
+
+@MODELS.register("test_bn_dropout_cnn")
+class BNDropoutCNN(nn.Module):
+  """A tiny CNN with BatchNorm and dropout, to test cross-replica statistics and RNG handling."""
+
+  num_classes: int = 10
+  dtype: object = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    from research.models.conv import Conv
+    x = Conv(8, (3, 3), strides=2)(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+    x = nn.relu(x)
+    x = x.mean(axis=(1, 2))
+    x = nn.Dropout(0.5, deterministic=not train)(x)
+    return nn.Dense(self.num_classes)(x)
+
+
+def small_config(data_dir: str, steps: int = 8, model: str = "lenet5"):
+  config = default_config()
+  config.model.name = model
+  config.dataset.name = "digits"
+  config.dataset.data_dir = data_dir
+  config.batch_size = 32
+  config.eval_batch_size = 64
+  config.num_train_steps = steps
+  config.log_every_steps = 3
+  config.eval_every_steps = 6
+  config.checkpoint_every_steps = 4
+  config.optimizer.learning_rate = 0.05
+  config.compilation_cache_dir = ""
+  return config

@@ -95,8 +95,9 @@ class Trainer:
     os.makedirs(self.workdir, exist_ok=True)
     self.mesh = parallel.make_mesh()
     ds = config.dataset
-    self.train_source = datasets.get_data_source(ds.name, ds.train_split, ds.data_dir)
-    self.eval_source = datasets.get_data_source(ds.name, ds.eval_split, ds.data_dir)
+    cache = int(ds.cache_mb) << 20
+    self.train_source = datasets.get_data_source(ds.name, ds.train_split, ds.data_dir, cache)
+    self.eval_source = datasets.get_data_source(ds.name, ds.eval_split, ds.data_dir, cache)
     self.task = task_cls(config, datasets.get_builder(ds.name, ds.data_dir).info)
     self.num_steps = duration_steps(config, len(self.train_source))
     self.local_batch = parallel.local_batch_size(config.batch_size, self.mesh)

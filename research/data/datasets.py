@@ -84,8 +84,33 @@ def get_builder(name: str, data_dir: Optional[str] = None) -> tfds.core.DatasetB
   return builder
 
 
-def get_data_source(name: str, split: str, data_dir: Optional[str] = None) -> Any:
-  """A random-access source of decoded examples (dicts of numpy arrays) for one split."""
+class InMemorySource:
+  """Every example of a source, decoded once and kept in memory (for small datasets, where
+  decoding images on every read would bound the input pipeline)."""
+
+  def __init__(self, source: Any):
+    self._examples = [source[i] for i in range(len(source))]
+
+  def __len__(self) -> int:
+    return len(self._examples)
+
+  def __getitem__(self, index: int) -> Any:
+    return self._examples[index]
+
+
+def _nbytes(example: Any) -> int:
+  if isinstance(example, dict):
+    return sum(_nbytes(v) for v in example.values())
+  return int(getattr(example, "nbytes", 64))
+
+
+def get_data_source(name: str, split: str, data_dir: Optional[str] = None,
+                    cache_bytes: int = 0) -> Any:
+  """A random-access source of decoded examples (dicts of numpy arrays) for one split.
+
+  cache_bytes: if the decoded split is estimated (from its first example) to fit in this many
+    bytes, it is decoded once and held in memory. 0 disables caching.
+  """
   builder = get_builder(name, data_dir)
   splits = builder.info.splits
   if split not in splits and split.split("[")[0] not in splits:
@@ -94,7 +119,10 @@ def get_data_source(name: str, split: str, data_dir: Optional[str] = None) -> An
     raise DatasetNotPreparedError(
         f"dataset {name!r} in {builder.data_dir} is stored as {builder.info.file_format.value}, "
         f"which needs TensorFlow to read; rebuild it with --file_format=array_record")
-  return builder.as_data_source(split=split)
+  source = builder.as_data_source(split=split)
+  if cache_bytes and len(source) and len(source) * _nbytes(source[0]) <= cache_bytes:
+    return InMemorySource(source)
+  return source
 
 
 def num_classes(name: str, data_dir: Optional[str] = None, feature: str = "label") -> int:

@@ -1,0 +1,89 @@
+"""Training throughput of a config on the current devices.
+
+  python scripts/benchmark.py --config configs/lenet5_digits.py [--steps 100] [--config.batch_size=128]
+  python scripts/benchmark.py --config ... --input_only     # the input pipeline alone
+
+Prints the compile time of the train step, then steps/s and examples/s measured after compilation
+and warm-up, for (a) one device-resident batch reused every step (the step alone) and (b) the real
+input pipeline feeding the step.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+import research.models  # noqa: E402,F401
+import research.tasks  # noqa: E402,F401
+from research.core import parallel  # noqa: E402
+from research.core.train import Trainer  # noqa: E402
+from research.data import pipeline  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+_STEPS = flags.DEFINE_integer("steps", 100, "Timed steps.")
+_WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed steps after compilation.")
+_INPUT_ONLY = flags.DEFINE_bool("input_only", False, "Time only the input pipeline (batches/s).")
+flags.mark_flags_as_required(["config"])
+
+
+def _time_steps(step, state, accum, batches, n: int):
+  for _ in range(_WARMUP.value):
+    state, accum = step(state, accum, next(batches))
+  jax.block_until_ready(state)
+  start = time.perf_counter()
+  for _ in range(n):
+    state, accum = step(state, accum, next(batches))
+  jax.block_until_ready(state)
+  return time.perf_counter() - start, state, accum
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  config.compilation_cache_dir = ""
+  with tempfile.TemporaryDirectory() as workdir:
+    trainer = Trainer(config, workdir)
+    batch = config.batch_size
+    train_iter = pipeline.train_batches(trainer.train_source, trainer.task.preprocess_train,
+                                        trainer.local_batch, config.seed,
+                                        num_workers=config.dataset.num_workers)
+    print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}; model {config.model.name}; "
+          f"global batch {batch}")
+    if _INPUT_ONLY.value:
+      for _ in range(_WARMUP.value):
+        next(train_iter)
+      start = time.perf_counter()
+      for _ in range(_STEPS.value):
+        next(train_iter)
+      seconds = time.perf_counter() - start
+      print(f"input pipeline: {_STEPS.value / seconds:.1f} batches/s, "
+            f"{_STEPS.value * batch / seconds:.0f} examples/s")
+      return
+    accum = parallel.replicate(trainer.zero_accum, trainer.mesh)
+    step = trainer._compile_train_step(accum)
+    print(f"compile: {trainer.compile_seconds:.2f} s")
+    fixed = parallel.to_global(next(train_iter), trainer.mesh)
+
+    def same_batch():
+      while True:
+        yield fixed
+
+    seconds, state, accum = _time_steps(step, trainer.state, accum, same_batch(), _STEPS.value)
+    print(f"step only (device-resident batch): {_STEPS.value / seconds:.2f} steps/s, "
+          f"{_STEPS.value * batch / seconds:.0f} examples/s, {1000 * seconds / _STEPS.value:.2f} ms/step")
+    batches = parallel.prefetch_to_device(train_iter, trainer.mesh, config.dataset.prefetch_batches)
+    seconds, _, _ = _time_steps(step, state, accum, batches, _STEPS.value)
+    print(f"with input pipeline: {_STEPS.value / seconds:.2f} steps/s, "
+          f"{_STEPS.value * batch / seconds:.0f} examples/s")
+    trainer.checkpointer.close()
+
+
+if __name__ == "__main__":
+  app.run(main)

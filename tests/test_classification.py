@@ -1,0 +1,121 @@
+"""Classification pieces: LeNet-5's size, the loss, metrics, optimizers, transfer learning."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from ml_collections import ConfigDict
+
+from research.core.checkpoint import load_variables
+from research.core.config import default_config
+from research.core.optim import build_optimizer, build_schedule
+from research.core.registry import MODELS
+from research.core.state import count_params
+from research.core.train import train_and_evaluate
+from research.evaluation import classification as cls_eval
+from research.tasks.classification import softmax_cross_entropy
+from tests.core_helpers import small_config
+
+
+def test_lenet5_has_61706_parameters():
+  model = MODELS.build("lenet5", num_classes=10)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
+  assert count_params(shapes["params"]) == 61706
+
+
+def test_cross_entropy_with_label_smoothing_matches_torch():
+  torch = pytest.importorskip("torch")
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(6, 5)).astype(np.float32)
+  labels = rng.integers(0, 5, 6)
+  for eps in (0.0, 0.1):
+    ours = softmax_cross_entropy(jnp.asarray(logits), jnp.asarray(labels), eps).mean()
+    ref = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(labels),
+                                            label_smoothing=eps)
+    np.testing.assert_allclose(float(ours), float(ref), rtol=1e-5)
+
+
+def test_confusion_matrix_and_per_class_report_match_sklearn():
+  from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+  rng = np.random.default_rng(1)
+  labels = rng.integers(0, 4, 200)
+  preds = np.where(rng.random(200) < 0.7, labels, rng.integers(0, 4, 200))
+  mask = (rng.random(200) < 0.9).astype(np.float32)
+  ours = np.asarray(cls_eval.confusion_matrix(jnp.asarray(labels), jnp.asarray(preds), 4, jnp.asarray(mask)))
+  keep = mask > 0
+  np.testing.assert_array_equal(ours, confusion_matrix(labels[keep], preds[keep], labels=range(4)))
+  report = cls_eval.per_class_report(ours)
+  p, r, _, support = precision_recall_fscore_support(labels[keep], preds[keep], labels=range(4), zero_division=0)
+  np.testing.assert_allclose(report["precision"], p)
+  np.testing.assert_allclose(report["recall"], r)
+  assert report["support"] == support.tolist()
+
+
+def test_base_rate_trap_is_visible_in_per_class_recall():
+  # 990 negatives, 10 positives; a classifier that always says "negative" is 99% accurate...
+  confusion = np.array([[990, 0], [10, 0]])
+  report = cls_eval.per_class_report(confusion)
+  assert np.trace(confusion) / confusion.sum() == pytest.approx(0.99)
+  # ...and has recall 0 on the rare class; balanced accuracy is 50%.
+  assert report["recall"][1] == 0.0 and report["balanced_accuracy"] == pytest.approx(0.5)
+
+
+def test_top_k_correct():
+  logits = jnp.array([[0.1, 0.5, 0.4], [0.9, 0.05, 0.05]])
+  np.testing.assert_array_equal(cls_eval.top_k_correct(logits, jnp.array([2, 2]), 2), [1.0, 0.0])
+
+
+def test_schedules():
+  cfg = default_config().optimizer
+  cfg.learning_rate, cfg.schedule, cfg.warmup_steps = 1.0, "cosine", 10
+  s = build_schedule(cfg, 110)
+  assert float(s(0)) == 0.0 and float(s(10)) == pytest.approx(1.0)
+  assert float(s(60)) == pytest.approx(0.5, abs=1e-6) and float(s(110)) == pytest.approx(0.0, abs=1e-6)
+  cfg.schedule, cfg.warmup_steps, cfg.boundaries, cfg.decay_factor = "step", 0, (0.5, 0.75), 0.1
+  s = build_schedule(cfg, 100)
+  assert [round(float(s(t)), 6) for t in (49, 50, 74, 75)] == [1.0, 0.1, 0.1, 0.01]
+
+
+def test_sgd_weight_decay_matches_torch():
+  torch = pytest.importorskip("torch")
+  cfg = default_config().optimizer
+  cfg.update(dict(name="sgd", learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=0.01,
+                  schedule="constant"))
+  w0 = np.array([1.0, -2.0, 3.0], np.float32)
+  grads = [np.array([0.5, 0.1, -0.3], np.float32), np.array([-0.2, 0.4, 0.1], np.float32)]
+  tx = build_optimizer(cfg, 10)
+  params = {"w": jnp.asarray(w0)}
+  opt_state = tx.init(params)
+  for g in grads:
+    updates, opt_state = tx.update({"w": jnp.asarray(g)}, opt_state, params)
+    params = optax.apply_updates(params, updates)
+  tw = torch.tensor(w0.copy(), requires_grad=True)
+  opt = torch.optim.SGD([tw], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)
+  for g in grads:
+    tw.grad = torch.tensor(g)
+    opt.step()
+  np.testing.assert_allclose(params["w"], tw.detach().numpy(), rtol=1e-6)
+
+
+def test_freeze_keeps_matching_parameters_fixed():
+  cfg = default_config().optimizer
+  cfg.freeze = ("^conv",)
+  params = {"conv1": {"kernel": jnp.ones(3)}, "fc": {"kernel": jnp.ones(3)}}
+  tx = build_optimizer(cfg, 10)
+  updates, _ = tx.update(jax.tree_util.tree_map(jnp.ones_like, params), tx.init(params), params)
+  assert float(jnp.abs(updates["conv1"]["kernel"]).sum()) == 0.0
+  assert float(jnp.abs(updates["fc"]["kernel"]).sum()) > 0.0
+
+
+def test_init_from_transfers_backbone_and_reinitializes_new_head(data_dir, tmp_path):
+  source = small_config(data_dir, steps=4)
+  train_and_evaluate(source, str(tmp_path / "source"))
+  target = small_config(data_dir, steps=2)
+  target.task.num_classes = 12  # a different head: its shape no longer matches
+  target.init_from.workdir = str(tmp_path / "source")
+  target.optimizer.freeze = ("^conv", "^fc1", "^fc2")
+  train_and_evaluate(target, str(tmp_path / "target"))
+  before, after = load_variables(str(tmp_path / "source")), load_variables(str(tmp_path / "target"))
+  for layer in ("conv1", "conv2", "fc1", "fc2"):  # loaded and frozen: identical
+    np.testing.assert_array_equal(before["params"][layer]["kernel"], after["params"][layer]["kernel"])
+  assert after["params"]["fc3"]["kernel"].shape == (84, 12)

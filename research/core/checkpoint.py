@@ -54,6 +54,8 @@ class Checkpointer:
 def load_variables(path: str) -> Dict[str, PyTree]:
   """The model variables {'params': ..., 'batch_stats': ...} of another run, as numpy arrays.
 
+  Works whatever device topology the run was saved from (restored onto one local device).
+
   `path`: a workdir (its latest checkpoint is used), its checkpoints/ directory, or one
   checkpoint step directory.
   """
@@ -68,8 +70,13 @@ def load_variables(path: str) -> Dict[str, PyTree]:
     item = os.path.join(path, "state")
     if not os.path.isdir(item):
       raise FileNotFoundError(f"config.init_from.workdir: no checkpoint found at {path}")
-  raw = ocp.StandardCheckpointer().restore(item)
-  state = raw["state"]
+  checkpointer = ocp.StandardCheckpointer()
+  metadata = checkpointer.metadata(item).item_metadata.tree
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree_util.tree_map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata,
+      is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
+  state = checkpointer.restore(item, target=target)["state"]
   variables = {"params": state["params"]}
   variables.update(state.get("model_state") or {})
   return jax.tree_util.tree_map(np.asarray, variables)

@@ -30,13 +30,33 @@ def _to_iter(ds: grain.MapDataset, num_workers: int) -> grain.IterDataset:
   return it
 
 
+class _ProcessRows:
+  """This process's rows of each global batch of an (infinite) example stream.
+
+  Global batch k holds stream elements [k * B, (k + 1) * B); process p loads rows
+  [p * b, (p + 1) * b) of it (b = B / process_count). Every process count therefore sees the
+  same global batches, row for row, with the same per-example augmentation.
+  """
+
+  def __init__(self, stream: grain.MapDataset, global_batch: int, local_batch: int, process: int):
+    self.stream, self.global_batch, self.local_batch, self.process = stream, global_batch, local_batch, process
+
+  def __len__(self) -> int:
+    return (len(self.stream) // self.global_batch) * self.local_batch
+
+  def __getitem__(self, i: int) -> Example:
+    k, j = divmod(i, self.local_batch)
+    return self.stream[k * self.global_batch + self.process * self.local_batch + j]
+
+
 def train_batches(source: Any, preprocess: TrainPreprocess, local_batch_size: int, seed: int,
                   start_batch: int = 0, num_workers: int = 0) -> Iterator[Example]:
   """Infinite iterator of this process's training batches, starting at global batch `start_batch`.
 
   Args:
     source: a random-access data source (len and __getitem__), e.g. from `tfds.data_source`.
-    preprocess: (example, rng) -> example of fixed-shape numpy arrays.
+    preprocess: (example, rng) -> example of fixed-shape numpy arrays; the rng is derived from
+      (seed, position in the stream), so augmentation does not depend on the process count.
     local_batch_size: rows per batch on this process (global batch / process count).
     seed: data-order and augmentation seed.
     start_batch: index of the first batch to yield (the train step to resume at).
@@ -46,10 +66,9 @@ def train_batches(source: Any, preprocess: TrainPreprocess, local_batch_size: in
   """
   if len(source) == 0:
     raise ValueError("the training split is empty")
-  ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat()
-  if jax.process_count() > 1:
-    ds = ds[jax.process_index()::jax.process_count()]
-  ds = ds.random_map(preprocess, seed=seed + 1).batch(local_batch_size, drop_remainder=True)
+  stream = grain.MapDataset.source(source).shuffle(seed=seed).repeat().random_map(preprocess, seed=seed + 1)
+  rows = _ProcessRows(stream, local_batch_size * jax.process_count(), local_batch_size, jax.process_index())
+  ds = grain.MapDataset.source(rows).batch(local_batch_size, drop_remainder=True)
   return iter(_to_iter(ds[start_batch:], num_workers))
 
 

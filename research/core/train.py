@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from PIL import Image
 from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 
@@ -155,15 +156,25 @@ class Trainer:
     """Metrics over the whole eval split, each example counted exactly once."""
     if not hasattr(self, "_eval_step"):
       self._eval_step = jax.jit(self.task.eval_step, in_shardings=(self.rep, self.data_sharding))
-    totals = None
+    if not hasattr(self, "_predict"):
+      self._predict = jax.jit(self.task.predict, in_shardings=(self.rep, self.data_sharding))
+    totals, pictures = None, {}
     outputs: List[PyTree] = []
-    for batch in pipeline.eval_batches(self.eval_source, self.task.preprocess_eval, self.eval_batch,
-                                       self.config.dataset.num_workers):
-      sums, out = self._eval_step(state, parallel.to_global(batch, self.mesh))
+    for i, batch in enumerate(pipeline.eval_batches(
+        self.eval_source, self.task.preprocess_eval, self.eval_batch, self.config.dataset.num_workers)):
+      device_batch = parallel.to_global(batch, self.mesh)
+      sums, out = self._eval_step(state, device_batch)
       totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
       if out is not None:
         outputs.append(_fetch(out))
-    return self.task.finalize_eval(_fetch(totals), outputs)
+      if i == 0:
+        predictions = self._predict(state, device_batch)
+        if predictions is not None:
+          pictures = self.task.visualize(_fetch(device_batch), _fetch(predictions))
+    scalars, artifacts = self.task.finalize_eval(_fetch(totals), outputs)
+    if pictures:
+      artifacts = {**artifacts, "images": {**artifacts.get("images", {}), **pictures}}
+    return scalars, artifacts
 
   # --- the loop ---
   def _check_finite(self, loss: float, step: int, since: int) -> None:
@@ -184,6 +195,19 @@ class Trainer:
     with open(path + ".tmp", "w") as f:
       json.dump(obj, f, indent=1)
     os.replace(path + ".tmp", path)
+
+  def _write_artifacts(self, step: int, artifacts: Dict[str, Any], writer: MetricWriter) -> None:
+    """JSON artifacts to eval/step_N.json; artifacts['images'] (name -> uint8 [H, W, C]) to
+    TensorBoard and eval/step_N/<name>.png."""
+    artifacts = dict(artifacts)
+    images = artifacts.pop("images", {})
+    self._write_json(os.path.join("eval", f"step_{step}.json"), {"step": step, **artifacts})
+    if images and jax.process_index() == 0:
+      writer.write_images(step, {f"eval/{k}": v for k, v in images.items()})
+      folder = os.path.join(self.workdir, "eval", f"step_{step}")
+      os.makedirs(folder, exist_ok=True)
+      for name, image in images.items():
+        Image.fromarray(np.asarray(image).squeeze()).save(os.path.join(folder, f"{name.replace('/', '_')}.png"))
 
   def run(self) -> Dict[str, Any]:
     config = self.config
@@ -240,7 +264,7 @@ class Trainer:
           if (config.eval_every_steps and step % config.eval_every_steps == 0) or last:
             scalars, artifacts = self.evaluate(self.state)
             writer.write_scalars(step, {f"eval/{k}": v for k, v in scalars.items()})
-            self._write_json(os.path.join("eval", f"step_{step}.json"), {"step": step, **artifacts})
+            self._write_artifacts(step, artifacts, writer)
             logging.info("eval at step %d: %s", step,
                          ", ".join(f"{k} {v:.4f}" for k, v in scalars.items() if "/" not in k))
             result = {"step": step, **{f"eval/{k}": v for k, v in scalars.items()}}

@@ -137,6 +137,14 @@ class Task:
     per-example outputs for `finalize_eval` (None when sums are enough)."""
     raise NotImplementedError
 
+  def predict(self, state: TrainState, batch: Batch) -> Optional[PyTree]:
+    """Per-example predictions for a batch (jitted by the core), for pictures; None: no pictures."""
+    return None
+
+  def visualize(self, batch: Dict[str, np.ndarray], predictions: PyTree) -> Dict[str, np.ndarray]:
+    """Pictures (name -> uint8 [H, W, 3]) of a host batch and its `predict` output."""
+    return {}
+
   def finalize_eval(self, sums: Dict[str, Tuple[np.ndarray, np.ndarray]],
                     outputs: List[PyTree]) -> Tuple[Dict[str, float], Dict[str, Any]]:
     """Host side, after the whole split: (scalar metrics, artifacts to save as JSON).

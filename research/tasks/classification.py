@@ -18,6 +18,7 @@ from ml_collections import ConfigDict
 from research.core.registry import TASKS
 from research.evaluation import classification as cls_eval
 from research.tasks.base import Batch, PyTree, Sums, Task
+from research.viz.grid import image_grid, to_uint8
 
 
 def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0
@@ -146,6 +147,26 @@ class ClassificationTask(Task):
     if 1 < k < logits.shape[-1]:
       sums[f"top{k}_accuracy"] = ((cls_eval.top_k_correct(logits, labels, k) * mask).sum(), count)
     return sums, None
+
+  def predict(self, state, batch: Batch) -> jax.Array:
+    """Predicted class ids [N]."""
+    out, _ = self._apply(state.params, state.model_state, batch["image"], False)
+    return jnp.argmax(out["logits"] if isinstance(out, dict) else out, -1)
+
+  def visualize(self, batch: Dict[str, np.ndarray], predictions: np.ndarray) -> Dict[str, np.ndarray]:
+    """A grid of the first 32 images captioned 'predicted/true', green if right, red if wrong."""
+    n = min(32, len(predictions))
+    names = self._class_names()
+    labels, preds = batch["label"][:n], predictions[:n]
+    captions = [f"{names[p]}/{names[l]}" for p, l in zip(preds, labels)]
+    colors = [(80, 220, 80) if p == l else (255, 80, 80) for p, l in zip(preds, labels)]
+    images = to_uint8(batch["image"][:n], self.cfg.mean, self.cfg.std)
+    return {"predictions": image_grid(images, captions, colors)}
+
+  def _class_names(self) -> List[str]:
+    feature = self.dataset_info.features[self.cfg.label_key] if self.dataset_info else None
+    names = list(getattr(feature, "names", []) or [])
+    return names if len(names) == self.num_classes else [str(i) for i in range(self.num_classes)]
 
   def finalize_eval(self, sums, outputs: List[PyTree]) -> Tuple[Dict[str, float], Dict[str, Any]]:
     confusion = np.asarray(sums["confusion"][0]).astype(np.int64)

@@ -1,0 +1,170 @@
+"""The CPU convolution path equals lax.conv_general_dilated: values, input gradients, kernel gradients.
+
+One case per kernel size / stride / padding / dilation / group count the model zoo uses; channel
+counts above 16 where XLA:CPU would send the reference to YNNPACK, so the two sides take
+different kernels.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from research.models import conv as conv_lib
+from research.models.conv import Conv, conv2d
+
+# name: (input [N, H, W, C_in], (kh, kw), C_out, strides, padding, dilation, groups)
+CASES = {
+    "lenet_c1_5x5_valid": ((2, 14, 14, 1), (5, 5), 6, 1, "VALID", 1, 1),
+    "lenet_c3_5x5_valid": ((2, 9, 9, 6), (5, 5), 16, 1, "VALID", 1, 1),
+    "alexnet_11x11_s4_p2": ((2, 27, 27, 3), (11, 11), 20, 4, 2, 1, 1),
+    "alexnet_5x5_p2": ((2, 9, 9, 20), (5, 5), 24, 1, 2, 1, 1),
+    "3x3_p1_s1": ((2, 10, 10, 20), (3, 3), 24, 1, 1, 1, 1),
+    "3x3_p1_s2": ((2, 10, 10, 20), (3, 3), 24, 2, 1, 1, 1),
+    "3x3_same_s2_odd_input": ((2, 9, 11, 20), (3, 3), 24, 2, "SAME", 1, 1),
+    "1x1_s1": ((2, 6, 6, 20), (1, 1), 24, 1, 0, 1, 1),
+    "1x1_s2": ((2, 7, 7, 20), (1, 1), 24, 2, "VALID", 1, 1),
+    "1x1_groups4_padded": ((2, 5, 5, 20), (1, 1), 24, 1, 1, 1, 4),
+    "7x7_s2_p3": ((2, 16, 15, 3), (7, 7), 20, 2, 3, 1, 1),
+    "3x3_rate2": ((2, 12, 12, 20), (3, 3), 20, 1, 2, 2, 1),
+    "3x3_rate6": ((2, 16, 16, 20), (3, 3), 20, 1, 6, 6, 1),
+    "3x3_rate2_s2": ((2, 12, 12, 20), (3, 3), 20, 2, "SAME", 2, 1),
+    "3x3_groups2": ((2, 8, 8, 20), (3, 3), 24, 1, 1, 1, 2),
+    "3x3_depthwise": ((2, 8, 8, 20), (3, 3), 20, 1, 1, 1, 20),
+    "3x5_asymmetric_pad": ((2, 9, 7, 20), (3, 5), 24, (1, 2), ((1, 0), (2, 3)), 1, 1),
+}
+
+
+def _pair(v) -> tuple[int, int]:
+  return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _lax_padding(padding):
+  """The padding argument of lax.conv_general_dilated for a CASES padding."""
+  if isinstance(padding, str):
+    return padding
+  if isinstance(padding, int):
+    return ((padding, padding), (padding, padding))
+  return padding
+
+
+def _conv_and_grads(impl: str, x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, strides, padding,
+                    dilation, groups) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+  """(y [N, H', W', C_out], dL/dx [N, H, W, C_in], dL/dkernel [kh, kw, C_in/groups, C_out]) for L = sum(y * dy)."""
+  y, vjp = jax.vjp(lambda x_, k_: conv2d(x_, k_, strides, padding, dilation, groups, impl), x, kernel)
+  return (y, *vjp(dy))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_cpu_path_matches_lax_conv(name: str):
+  in_shape, (kh, kw), cout, strides, padding, dilation, groups = CASES[name]
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal(in_shape), jnp.float32)
+  kernel = jnp.asarray(rng.standard_normal((kh, kw, in_shape[-1] // groups, cout)), jnp.float32)
+  ref = lax.conv_general_dilated(x, kernel, _pair(strides), _lax_padding(padding), rhs_dilation=_pair(dilation),
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+  dy = jnp.asarray(rng.standard_normal(ref.shape), jnp.float32)
+  args = (x, kernel, dy, strides, padding, dilation, groups)
+  expected, actual = jax.jit(lambda *a: [_conv_and_grads(impl, *a, *args[3:]) for impl in ("xla", "cpu")])(*args[:3])
+  np.testing.assert_allclose(expected[0], ref, rtol=1e-6, atol=1e-6)
+  for what, a, e in zip(("output", "input gradient", "kernel gradient"), actual, expected):
+    assert a.shape == e.shape and a.dtype == e.dtype, what
+    np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(e))), err_msg=what)
+
+
+def test_bf16_cpu_path_matches_lax_conv():
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.standard_normal((2, 10, 10, 20)), jnp.bfloat16)
+  kernel = jnp.asarray(rng.standard_normal((3, 3, 20, 24)), jnp.bfloat16)
+  dy = jnp.asarray(rng.standard_normal((2, 5, 5, 24)), jnp.bfloat16)
+  expected = _conv_and_grads("xla", x, kernel, dy, 2, 1, 1, 1)
+  actual = _conv_and_grads("cpu", x, kernel, dy, 2, 1, 1, 1)
+  for a, e in zip(actual, expected):
+    assert a.dtype == jnp.bfloat16
+    e = np.asarray(e, np.float32)
+    np.testing.assert_allclose(np.asarray(a, np.float32), e, rtol=0, atol=0.02 * np.abs(e).max())
+
+
+def test_cpu_path_never_uses_ynnpack():
+  """Speed guard: the whole point of the CPU path is that XLA:CPU runs these convolutions with Eigen."""
+  x, kernel = jnp.ones((4, 8, 8, 32)), jnp.ones((3, 3, 32, 32))
+
+  def loss(x_, k_):
+    return jnp.sum(conv2d(conv2d(x_, k_, 1, 1, impl="cpu"), k_, 2, 1, impl="cpu"))
+
+  hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, kernel).compile().as_text()
+  assert "convolution(" in hlo
+  assert "__ynn_fusion" not in hlo
+
+
+def test_impl_resolution(monkeypatch):
+  monkeypatch.delenv(conv_lib.IMPL_ENV_VAR, raising=False)
+  assert conv_lib.resolve_impl() == ("cpu" if jax.default_backend() == "cpu" else "xla")
+  assert conv_lib.resolve_impl("xla") == "xla"
+  monkeypatch.setenv(conv_lib.IMPL_ENV_VAR, "xla")
+  assert conv_lib.resolve_impl() == "xla"
+  assert conv_lib.resolve_impl("cpu") == "cpu"
+  x, kernel = jnp.ones((1, 6, 6, 4)), jnp.ones((3, 3, 4, 4))
+  assert "lhs_dilation=(1, 1)" in str(jax.make_jaxpr(lambda a, b: conv2d(a, b))(x, kernel))
+  monkeypatch.setenv(conv_lib.IMPL_ENV_VAR, "cpu")
+  assert "lhs_dilation=(2, 1)" in str(jax.make_jaxpr(lambda a, b: conv2d(a, b))(x, kernel))
+  monkeypatch.setenv(conv_lib.IMPL_ENV_VAR, "cuda")
+  with pytest.raises(ValueError, match="cuda"):
+    conv_lib.resolve_impl()
+
+
+class _TwoConvs(nn.Module):
+  impl: str
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    x = nn.relu(Conv(24, (3, 3), strides=2, impl=self.impl, name="c1")(x))
+    return Conv(8, (1, 1), use_bias=False, impl=self.impl, name="c2")(x)
+
+
+_TWO_CONVS_SHAPES = {"c1": {"kernel": (3, 3, 3, 24), "bias": (24,)}, "c2": {"kernel": (1, 1, 24, 8)}}
+
+
+def _two_convs_params(seed: int) -> dict:
+  """Random parameters of _TwoConvs (no flax init to compile)."""
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda shape: jnp.asarray(0.3 * rng.standard_normal(shape), jnp.float32), _TWO_CONVS_SHAPES,
+                      is_leaf=lambda v: isinstance(v, tuple))
+
+
+def test_module_parameters_and_training_gradients_are_the_same():
+  x = jnp.asarray(np.random.default_rng(2).standard_normal((4, 8, 8, 3)), jnp.float32)
+  for impl in ("xla", "cpu"):
+    abstract = jax.eval_shape(_TwoConvs(impl).init, jax.random.key(0), x)["params"]
+    assert jax.tree.map(lambda a: a.shape, abstract) == _TWO_CONVS_SHAPES
+  params = _two_convs_params(0)
+
+  def loss(p, impl):
+    return jnp.mean(_TwoConvs(impl).apply({"params": p}, x) ** 2)
+
+  expected, actual = jax.jit(lambda p: [jax.grad(loss)(p, impl) for impl in ("xla", "cpu")])(params)
+  jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6), actual, expected)
+
+
+def test_data_parallel_gradients_match_single_device():
+  """NamedSharding-jitted and shard_map'ed gradients over all devices equal one-device gradients."""
+  devices = np.array(jax.devices())
+  mesh = Mesh(devices, ("data",))
+  x = jnp.asarray(np.random.default_rng(3).standard_normal((2 * len(devices), 8, 8, 3)), jnp.float32)
+  params = _two_convs_params(1)
+
+  def loss(p, batch):
+    return jnp.sum(_TwoConvs("cpu").apply({"params": p}, batch) ** 2)
+
+  expected = jax.jit(jax.grad(loss))(params, x)
+  replicated, batch_sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+  sharded = jax.jit(jax.grad(loss), in_shardings=(replicated, batch_sharded))(params, jax.device_put(x, batch_sharded))
+
+  # Under shard_map (check_vma on) the gradient of a replicated parameter is already summed over 'data'.
+  mapped = jax.jit(jax.shard_map(jax.grad(loss), mesh=mesh, in_specs=(P(), P("data")), out_specs=P()))(params, x)
+  for got in (sharded, mapped):
+    jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5), got, expected)

@@ -110,7 +110,9 @@ class Trainer:
     self.data_sharding = parallel.batch_sharded(self.mesh)
     init_rng, self.train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     self.sample = parallel.to_global(
-        pipeline.first_example(self.train_source, self.task.preprocess_eval, self.local_batch), self.mesh)
+        pipeline.first_example(
+            self.train_source, lambda e: self.task.preprocess_train(e, np.random.default_rng(0)),
+            self.local_batch), self.mesh)
     self.state = self._init_state(init_rng)
     metric_shapes = jax.eval_shape(
         lambda s, b: self.task.train_step(s, b, self.train_rng)[1], self.state, self.sample)

@@ -87,10 +87,9 @@ class _PaddedEvalSource:
   def __len__(self) -> int:
     return len(self.indices)
 
-  def __getitem__(self, i: int) -> tuple[Example, bool]:
+  def __getitem__(self, i: int) -> tuple[Example, int]:
     index = int(self.indices[i])
-    valid = index < self.n
-    return self.source[index if valid else 0], valid
+    return self.source[index if index < self.n else 0], index
 
 
 def eval_batches(source: Any, preprocess: EvalPreprocess, global_batch_size: int,
@@ -98,16 +97,18 @@ def eval_batches(source: Any, preprocess: EvalPreprocess, global_batch_size: int
   """One pass over the split, this process's rows of each global batch, with a `mask` entry.
 
   Yields dicts of numpy arrays with leading dimension global_batch_size / process_count, plus
-  `mask` (float32, 1 for real examples, 0 for padding).
+  `mask` (float32, 1 for real examples, 0 for padding) and `index` (int32, the example's position
+  in the split; >= the split size for padding).
   """
   if len(source) == 0:
     raise ValueError("the evaluation split is empty")
   local = global_batch_size // jax.process_count()
 
-  def with_mask(item: tuple[Example, bool]) -> Example:
-    example, valid = item
+  def with_mask(item: tuple[Example, int]) -> Example:
+    example, index = item
     out = dict(preprocess(example))
-    out["mask"] = np.float32(valid)
+    out["mask"] = np.float32(index < len(source))
+    out["index"] = np.int32(index)
     return out
 
   ds = grain.MapDataset.source(_PaddedEvalSource(source, global_batch_size)).map(with_mask)

@@ -1,10 +1,14 @@
 """Classification pieces: LeNet-5's size, the loss, metrics, optimizers, transfer learning."""
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from ml_collections import ConfigDict
+from PIL import Image
 
 from research.core.checkpoint import load_variables
 from research.core.config import default_config
@@ -119,3 +123,16 @@ def test_init_from_transfers_backbone_and_reinitializes_new_head(data_dir, tmp_p
   for layer in ("conv1", "conv2", "fc1", "fc2"):  # loaded and frozen: identical
     np.testing.assert_array_equal(before["params"][layer]["kernel"], after["params"][layer]["kernel"])
   assert after["params"]["fc3"]["kernel"].shape == (84, 12)
+
+
+def test_predict_script_draws_predictions(data_dir, tmp_path):
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  workdir = str(tmp_path / "run")
+  train_and_evaluate(small_config(data_dir, steps=2), workdir)
+  out = subprocess.run([sys.executable, f"{root}/scripts/predict.py", "--workdir", workdir, "--num", "8",
+                        "--out", str(tmp_path / "pics")], capture_output=True, text=True,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert out.returncode == 0, out.stderr[-2000:]
+  picture = np.asarray(Image.open(tmp_path / "pics" / "test_predictions.png"))
+  assert picture.ndim == 3 and picture.shape[2] == 3 and picture.std() > 0
+  assert (tmp_path / "run" / "eval" / "step_2" / "predictions.png").exists()

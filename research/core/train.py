@@ -247,7 +247,7 @@ class Trainer:
           self.state, accum = train_step(self.state, accum, next(batches))
           last = step == self.num_steps
           stop = preemption.requested
-          if step % config.log_every_steps == 0 or last or stop:
+          if step % config.log_every_steps == 0 or last:
             sums = _fetch(accum)
             self._check_finite(float(sums["loss"][0]), step, last_log)
             now = time.perf_counter()
@@ -261,7 +261,7 @@ class Trainer:
                          scalars["train/loss"], rate)
             accum = parallel.replicate(self.zero_accum, self.mesh)
             last_log, last_time = step, time.perf_counter()
-          elif step % config.checkpoint_every_steps == 0:
+          elif step % config.checkpoint_every_steps == 0 or stop:
             self._check_finite(float(_fetch(accum["loss"][0])), step, last_log)
           if (config.eval_every_steps and step % config.eval_every_steps == 0) or last:
             scalars, artifacts = self.evaluate(self.state)

@@ -3,28 +3,36 @@
 Layout: NHWC inputs and outputs, HWIO kernels ([kh, kw, C_in / groups, C_out]), as `flax.linen.Conv`.
 
 Why a CPU path (issue 11). In jax 0.10, XLA:CPU hands every 2-D f32 convolution with more than 16
-input or output features to YNNPACK (its `individual_convolution` library fusion). That kernel runs
-on one thread, and for the weight gradient -- a convolution whose "kernel" is the whole output
-gradient, with the batch as contraction -- it is about 8x slower than a matmul of the same FLOPs
-(3x3, batch 128, 32x32, 64->64: forward 0.33 s, input gradient 0.34 s, weight gradient 2.85 s,
-matmul 0.15 s). The other XLA:CPU convolution, Eigen's, is multi-threaded and runs all three at
-about matmul speed, but YNNPACK takes precedence whenever it accepts the op. YNNPACK refuses
-convolutions with base (lhs) dilation, so the CPU path writes every convolution with its input
-rows "dilated" by two and the row stride, row kernel dilation and row padding doubled: the taps
-land on the same input elements, the result is identical, and Eigen runs it (no extra FLOPs).
+input or output features to YNNPACK (its `individual_convolution` library fusion; bf16 is converted
+to f32 first). That kernel runs on one thread, and for the weight gradient -- a convolution whose
+"kernel" is the whole output gradient and whose features are the batch -- it is 5-17x slower than
+a matmul of the same FLOPs (3x3, batch 128, 32x32, 64->64: forward 0.33 s, input gradient 0.34 s,
+weight gradient 2.85 s; a matmul of the same FLOPs 0.15 s). XLA:CPU's other convolution, Eigen's,
+uses all cores and runs all three at about matmul speed, but YNNPACK takes precedence whenever it
+accepts the op. It refuses convolutions with base (lhs) dilation, so the CPU path writes a
+convolution with its input rows "dilated" by 2 and the row stride, row kernel dilation and row
+padding doubled (`_row_dilated_conv`): every tap reads the same input element as before, the
+result is the same, there are no extra FLOPs, and Eigen runs it. (The global alternative, the
+flag --xla_cpu_experimental_ynn_fusion_type=-individual_convolution, must be set before jax starts
+and applies to a whole process; this layer needs no flag.)
 
-What the CPU path does, per kernel shape (every stride, padding, dilation and group count works;
-tests/test_conv.py checks values and both gradients against `lax.conv_general_dilated`):
-  * 1x1 kernels: a strided slice and a matmul (`dot_general`); gradients by autodiff.
-  * larger kernels: a `jax.custom_vjp` whose forward and weight gradient are the row-dilated
-    convolution above, and whose input gradient is the transpose of the row-dilated convolution
-    for stride 1, or of the plain one for strides > 1 (that transpose already has base dilation,
-    so Eigen runs it; transposing the row-dilated form there would waste work on zeros).
-Grouped and depthwise convolutions take the same path (Eigen handles `feature_group_count`).
-bf16 inputs are computed in f32 by XLA:CPU either way.
+What the CPU path computes, per op (`_forward`, `_input_grad`, `_kernel_grad` in a `jax.custom_vjp`;
+thresholds from scripts/bench_conv.py on a 2-core x86 machine):
+  * 1x1 kernels: pad, strided slice and one matmul (`dot_general`); gradients by autodiff.
+  * forward: one input channel (grayscale stems, LeNet) -> a sum of kh*kw broadcast products, one
+    fused loop; at most 16 channels in and out, or at most 4 input channels -> the plain
+    convolution (already Eigen, or YNNPACK where it wins for RGB stems); else row-dilated.
+  * input gradient: stride 1 with at most 8 input channels -> dy @ kernel^T and col2im; strides > 1
+    or at most 16 channels -> transpose of the plain convolution (base-dilated, so Eigen);
+    else transpose of the row-dilated convolution.
+  * kernel gradient: transpose of the row-dilated convolution; 2-8 feature groups -> one per group
+    (more groups use XLA's batch-group decomposition, groups x the FLOPs, as plain XLA does).
+Every stride, padding (SAME, VALID, explicit, negative), dilation and group count is supported;
+tests/test_conv.py checks values and both gradients against `lax.conv_general_dilated`. bf16
+inputs accumulate in f32 and return bf16, as XLA's convolution does.
 
 Choice of implementation: `impl` argument / `Conv.impl` field, else the environment variable
-`RESEARCH_CONV_IMPL`, else "auto". "auto" takes the CPU path when `jax.default_backend()` is "cpu"
+RESEARCH_CONV_IMPL, else "auto". "auto" takes the CPU path when `jax.default_backend()` is "cpu"
 at trace time and plain `lax.conv_general_dilated` otherwise (cuDNN is already fast on GPU).
 "xla" and "cpu" force one. Parameters are the same whichever runs.
 """
@@ -32,7 +40,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import flax.linen as nn
 import jax
@@ -73,46 +81,139 @@ def explicit_padding(padding: PaddingLike, in_hw: Sequence[int], kernel_hw: Sequ
   return tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)
 
 
-def _xla_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int], pads: Pads,
-              dilation: tuple[int, int], groups: int) -> jnp.ndarray:
+class _Spec(NamedTuple):
+  """Static convolution parameters (hashable, for custom_vjp): ((sh, sw), ((top, bottom), (left, right)), (dh, dw), groups)."""
+  strides: tuple[int, int]
+  pads: Pads
+  dilation: tuple[int, int]
+  groups: int
+
+
+def _xla_conv(x: jnp.ndarray, kernel: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
   """lax.conv_general_dilated: x [N, H, W, C_in], kernel [kh, kw, C_in/groups, C_out] -> [N, H', W', C_out]."""
-  return lax.conv_general_dilated(x, kernel, strides, pads, rhs_dilation=dilation,
-                                  dimension_numbers=_DIMENSION_NUMBERS, feature_group_count=groups)
+  return lax.conv_general_dilated(x, kernel, spec.strides, spec.pads, rhs_dilation=spec.dilation,
+                                  dimension_numbers=_DIMENSION_NUMBERS, feature_group_count=spec.groups)
 
 
-def _row_dilated_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int], pads: Pads,
-                      dilation: tuple[int, int], groups: int) -> jnp.ndarray:
+def _row_dilated_conv(x: jnp.ndarray, kernel: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
   """`_xla_conv` with the input rows dilated by 2 and row stride, dilation and padding doubled.
 
   Input row a sits at 2a of the dilated input; output row o, tap i reads dilated row
   2(o * stride + i * dilation - pad), i.e. input row o * stride + i * dilation - pad, as before.
   Same shapes as `_xla_conv`; XLA:CPU runs it with Eigen instead of single-threaded YNNPACK.
   """
-  (sh, sw), (dh, dw), ((top, bottom), cols) = strides, dilation, pads
+  (sh, sw), ((top, bottom), cols), (dh, dw) = spec.strides, spec.pads, spec.dilation
   return lax.conv_general_dilated(x, kernel, (2 * sh, sw), ((2 * top, 2 * bottom), cols),
                                   lhs_dilation=(2, 1), rhs_dilation=(2 * dh, dw),
-                                  dimension_numbers=_DIMENSION_NUMBERS, feature_group_count=groups)
+                                  dimension_numbers=_DIMENSION_NUMBERS, feature_group_count=spec.groups)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _cpu_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int], pads: Pads,
-              dilation: tuple[int, int], groups: int) -> jnp.ndarray:
+def _accumulation_dtype(dtype: Any) -> Any:
+  """f32 for bf16/f16 inputs (what XLA:CPU's convolutions accumulate in), else the input dtype."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def _out_size(size: int, k: int, stride: int, pads: tuple[int, int], dilation: int) -> int:
+  return (size + sum(pads) - (k - 1) * dilation - 1) // stride + 1
+
+
+def _tap(xp: jnp.ndarray, i: int, j: int, out_hw: tuple[int, int], spec: _Spec) -> jnp.ndarray:
+  """The padded-input window that kernel tap (i, j) sees: xp [N, Hp, Wp, C] -> [N, H', W', C]."""
+  (sh, sw), (dh, dw), (ho, wo) = spec.strides, spec.dilation, out_hw
+  start = (0, i * dh, j * dw, 0)
+  limit = (xp.shape[0], i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, xp.shape[3])
+  return lax.slice(xp, start, limit, (1, sh, sw, 1))
+
+
+def _tap_sum_conv(x: jnp.ndarray, kernel: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
+  """Single-input-channel convolution as a sum of kh*kw broadcast products: x [N, H, W, 1] -> [N, H', W', C_out]."""
+  kh, kw = kernel.shape[:2]
+  (top, bottom), (left, right) = spec.pads
+  acc = _accumulation_dtype(x.dtype)
+  xp = lax.pad(x.astype(acc), jnp.zeros((), acc), ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
+  kernel = kernel.astype(acc)
+  out_hw = tuple(_out_size(n, k, s, p, d) for n, k, s, p, d in
+                 zip(x.shape[1:3], (kh, kw), spec.strides, spec.pads, spec.dilation))
+  y = sum(_tap(xp, i, j, out_hw, spec) * kernel[i, j, 0] for i in range(kh) for j in range(kw))
+  return y.astype(x.dtype)
+
+
+def _col2im_input_grad(kernel: jnp.ndarray, dy: jnp.ndarray, x_shape: tuple[int, ...], spec: _Spec) -> jnp.ndarray:
+  """Stride-1, ungrouped input gradient [N, H, W, C_in] as one matmul dy @ kernel^T -> [N, H', W', kh, kw, C_in],
+  then each tap's columns padded back to that tap's input window and summed."""
+  kh, kw = kernel.shape[:2]
+  (ho, wo), (dh, dw) = dy.shape[1:3], spec.dilation
+  (top, bottom), (left, right) = spec.pads
+  hp, wp = x_shape[1] + top + bottom, x_shape[2] + left + right
+  cols = lax.dot_general(dy, kernel, (((3,), (3,)), ((), ())), preferred_element_type=_accumulation_dtype(dy.dtype))
+  zero = jnp.zeros((), cols.dtype)
+  total = sum(lax.pad(cols[:, :, :, i, j], zero,
+                      ((0, 0, 0), (i * dh, hp - i * dh - ho, 0), (j * dw, wp - j * dw - wo, 0), (0, 0, 0)))
+              for i in range(kh) for j in range(kw))
+  return lax.pad(total, zero, ((0, 0, 0), (-top, -bottom, 0), (-left, -right, 0), (0, 0, 0))).astype(dy.dtype)
+
+
+# Kernel choice on XLA:CPU, from scripts/bench_conv.py timings on a 2-core x86 machine.
+# Plain convolutions with at most 16 input and output channels already run on Eigen; with at most
+# _FEW_CHANNELS input channels, YNNPACK's forward beats Eigen's row-dilated one (RGB stems).
+_FEW_CHANNELS = 4
+# Up to this many input channels, a matmul plus col2im beats Eigen's stride-1 input gradient
+# (LeNet's 6; the col2im sum costs kh * kw reads per input element, too many for strided stems).
+_COL2IM_MAX_CHANNELS = 8
+# Grouped kernel gradients: one convolution per group up to this many groups; beyond, XLA's
+# batch-group decomposition (groups x the FLOPs, as plain XLA does).
+_MAX_SPLIT_GROUPS = 8
+
+
+def _eigen_already(cin: int, cout: int) -> bool:
+  """Whether XLA:CPU runs the plain convolution with Eigen (YNNPACK declines <= 16 channels)."""
+  return max(cin, cout) <= 16
+
+
+def _forward(x: jnp.ndarray, kernel: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
+  """x [N, H, W, C_in], kernel [kh, kw, C_in/groups, C_out] -> [N, H', W', C_out]."""
+  cin, cout = x.shape[3], kernel.shape[3]
+  if cin == 1:
+    return _tap_sum_conv(x, kernel, spec)
+  if _eigen_already(cin, cout) or cin <= _FEW_CHANNELS:
+    return _xla_conv(x, kernel, spec)
+  return _row_dilated_conv(x, kernel, spec)
+
+
+def _input_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
+  """dL/dx [N, H, W, C_in] from dy [N, H', W', C_out]."""
+  cin, cout = x.shape[3], kernel.shape[3]
+  if cin <= _COL2IM_MAX_CHANNELS and spec.groups == 1 and spec.strides == (1, 1):
+    return _col2im_input_grad(kernel, dy, x.shape, spec)
+  # For strides > 1 the transposed convolution has base dilation, so it runs on Eigen as it is.
+  plain = _eigen_already(cin, cout) or spec.strides != (1, 1)
+  conv = _xla_conv if plain else _row_dilated_conv
+  return jax.linear_transpose(lambda x_: conv(x_, kernel, spec), x)(dy)[0]
+
+
+def _kernel_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
+  """dL/dkernel [kh, kw, C_in/groups, C_out] from dy [N, H', W', C_out]."""
+  if 1 < spec.groups <= _MAX_SPLIT_GROUPS:
+    ungrouped = spec._replace(groups=1)
+    return jnp.concatenate([_kernel_grad(xg, kg, dg, ungrouped) for xg, kg, dg in
+                            zip(jnp.split(x, spec.groups, 3), jnp.split(kernel, spec.groups, 3),
+                                jnp.split(dy, spec.groups, 3))], axis=3)
+  return jax.linear_transpose(lambda k_: _row_dilated_conv(x, k_, spec), kernel)(dy)[0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _cpu_conv(x: jnp.ndarray, kernel: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
   """Convolution for XLA:CPU: x [N, H, W, C_in], kernel [kh, kw, C_in/groups, C_out] -> [N, H', W', C_out]."""
-  return _row_dilated_conv(x, kernel, strides, pads, dilation, groups)
+  return _forward(x, kernel, spec)
 
 
-def _cpu_conv_fwd(x, kernel, strides, pads, dilation, groups):
-  return _row_dilated_conv(x, kernel, strides, pads, dilation, groups), (x, kernel)
+def _cpu_conv_fwd(x, kernel, spec):
+  return _forward(x, kernel, spec), (x, kernel)
 
 
-def _cpu_conv_bwd(strides, pads, dilation, groups, residuals, dy):
-  """Input gradient [N, H, W, C_in] and kernel gradient [kh, kw, C_in/groups, C_out] from dy [N, H', W', C_out]."""
+def _cpu_conv_bwd(spec, residuals, dy):
   x, kernel = residuals
-  input_conv = _row_dilated_conv if strides == (1, 1) else _xla_conv
-  dx, = jax.linear_transpose(lambda x_: input_conv(x_, kernel, strides, pads, dilation, groups), x)(dy)
-  dkernel, = jax.linear_transpose(
-      lambda k_: _row_dilated_conv(x, k_, strides, pads, dilation, groups), kernel)(dy)
-  return dx, dkernel
+  return _input_grad(x, kernel, dy, spec), _kernel_grad(x, kernel, dy, spec)
 
 
 _cpu_conv.defvjp(_cpu_conv_fwd, _cpu_conv_bwd)
@@ -130,8 +231,8 @@ def _pointwise_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int
   x = x.reshape(n, h, w, groups, cin // groups)
   kernel = kernel.reshape(cin // groups, groups, cout // groups)
   # [N, H, W, G, C_in/G] x [C_in/G, G, C_out/G] -> [G, N, H, W, C_out/G]
-  y = lax.dot_general(x, kernel, (((4,), (0,)), ((3,), (1,))))
-  return jnp.moveaxis(y, 0, 3).reshape(n, h, w, cout)
+  y = lax.dot_general(x, kernel, (((4,), (0,)), ((3,), (1,))), preferred_element_type=_accumulation_dtype(x.dtype))
+  return jnp.moveaxis(y, 0, 3).reshape(n, h, w, cout).astype(x.dtype)
 
 
 def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, strides: Union[int, Sequence[int]] = 1,
@@ -146,10 +247,10 @@ def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, strides: Union[int, Sequence[int
   strides, dilation = _pair(strides), _pair(dilation)
   pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides, dilation)
   if resolve_impl(impl) == "xla":
-    return _xla_conv(x, kernel, strides, pads, dilation, feature_group_count)
+    return _xla_conv(x, kernel, _Spec(strides, pads, dilation, feature_group_count))
   if kernel.shape[:2] == (1, 1):
     return _pointwise_conv(x, kernel, strides, pads, feature_group_count)
-  return _cpu_conv(x, kernel, strides, pads, dilation, feature_group_count)
+  return _cpu_conv(x, kernel, _Spec(strides, pads, dilation, feature_group_count))
 
 
 class Conv(nn.Module):

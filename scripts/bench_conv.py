@@ -1,0 +1,183 @@
+"""Micro-benchmark of one convolution layer: XLA vs the project's CPU path (vs PyTorch eager if installed).
+
+  python scripts/bench_conv.py                        # default layers
+  python scripts/bench_conv.py --layers resnet_3x3_64 lenet_c1 --reps 5
+  python scripts/bench_conv.py --list
+
+For each layer it times, in milliseconds (best of --reps after one warm-up call):
+  fwd     y = conv(x, kernel)
+  dgrad   input gradient  dL/dx       [N, H, W, C_in]
+  wgrad   kernel gradient dL/dkernel  [kh, kw, C_in/groups, C_out]
+  step    forward + both gradients + bias gradient + an SGD update of kernel and bias
+for `research.models.conv.conv2d` with impl="xla" (plain lax.conv_general_dilated) and impl="cpu",
+and for torch.nn.functional.conv2d (NCHW, eager autograd) when torch is importable. JAX timings are
+of jitted functions on device-resident f32 arrays.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any, Callable, NamedTuple, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from research.models.conv import conv2d, explicit_padding  # noqa: E402
+
+
+class Layer(NamedTuple):
+  """One conv layer: input [batch, size, size, cin] -> [batch, size', size', cout]."""
+  batch: int
+  size: int
+  cin: int
+  cout: int
+  kernel: int
+  stride: int = 1
+  padding: Any = "SAME"
+  dilation: int = 1
+  groups: int = 1
+
+
+LAYERS = {
+    "resnet_3x3_64": Layer(128, 32, 64, 64, 3, 1, 1),
+    "resnet_3x3_64_s2": Layer(128, 32, 64, 128, 3, 2, 1),
+    "resnet_1x1_s2": Layer(128, 32, 64, 128, 1, 2, 0),
+    "resnet_3x3_256_8x8": Layer(128, 8, 256, 256, 3, 1, 1),
+    "resnet20_3x3_16": Layer(128, 32, 16, 16, 3, 1, 1),
+    "resnet20_3x3_32": Layer(128, 16, 32, 32, 3, 1, 1),
+    "lenet_c1": Layer(128, 28, 1, 6, 5, 1, "VALID"),
+    "lenet_c3": Layer(128, 14, 6, 16, 5, 1, "VALID"),
+    "resnet50_stem_7x7_s2": Layer(32, 224, 3, 64, 7, 2, 3),
+    "resnet50_3x3_56": Layer(32, 56, 64, 64, 3, 1, 1),
+    "alexnet_11x11_s4": Layer(32, 224, 3, 64, 11, 4, 2),
+    "deeplab_3x3_rate6": Layer(16, 33, 128, 128, 3, 1, 6, 6),
+    "grouped_3x3_g2": Layer(128, 16, 64, 64, 3, 1, 1, 1, 2),
+}
+DEFAULT_LAYERS = ["resnet_3x3_64", "resnet_3x3_64_s2", "resnet_1x1_s2", "resnet_3x3_256_8x8",
+                  "resnet20_3x3_16", "resnet20_3x3_32", "lenet_c1", "lenet_c3"]
+OPS = ("fwd", "dgrad", "wgrad", "step")
+
+
+def best_of(fn: Callable[[], Any], reps: int) -> float:
+  """Seconds of the fastest of `reps` calls of fn (after one warm-up call); fn blocks until done."""
+  fn()
+  times = []
+  for _ in range(reps):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return min(times)
+
+
+def jax_timings(layer: Layer, impl: str, reps: int) -> dict[str, float]:
+  """Seconds per op (OPS) for conv2d(..., impl=impl) on this layer."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((layer.batch, layer.size, layer.size, layer.cin)), jnp.float32)
+  kernel = jnp.asarray(0.1 * rng.standard_normal((layer.kernel, layer.kernel, layer.cin // layer.groups,
+                                                  layer.cout)), jnp.float32)
+  bias = jnp.zeros((layer.cout,), jnp.float32)
+
+  def conv(x_, k_):
+    return conv2d(x_, k_, layer.stride, layer.padding, layer.dilation, layer.groups, impl)
+
+  dy = jnp.asarray(rng.standard_normal(jax.eval_shape(conv, x, kernel).shape), jnp.float32)
+  fwd = jax.jit(conv)
+  dgrad = jax.jit(lambda k_, g: jax.vjp(lambda x_: conv(x_, k_), x)[1](g)[0])
+  wgrad = jax.jit(lambda x_, g: jax.vjp(lambda k_: conv(x_, k_), kernel)[1](g)[0])
+
+  @jax.jit
+  def step(k_, b_, x_, g):
+    loss = lambda k, b, xx: jnp.sum((conv(xx, k) + b) * g)
+    dk, db, dx = jax.grad(loss, argnums=(0, 1, 2))(k_, b_, x_)
+    return k_ - 0.01 * dk, b_ - 0.01 * db, dx
+
+  calls = {"fwd": lambda: fwd(x, kernel), "dgrad": lambda: dgrad(kernel, dy), "wgrad": lambda: wgrad(x, dy),
+           "step": lambda: step(kernel, bias, x, dy)}
+  return {op: best_of(lambda: jax.block_until_ready(calls[op]()), reps) for op in OPS}
+
+
+def torch_timings(layer: Layer, reps: int) -> Optional[dict[str, float]]:
+  """Seconds per op (OPS) for torch.nn.functional.conv2d in eager mode, or None without torch."""
+  try:
+    import torch
+  except ImportError:
+    return None
+  pads = explicit_padding(layer.padding, (layer.size, layer.size), (layer.kernel, layer.kernel),
+                          (layer.stride, layer.stride), (layer.dilation, layer.dilation))
+  (top, bottom), (left, right) = pads
+  symmetric = top == bottom and left == right
+  x = torch.randn(layer.batch, layer.cin, layer.size, layer.size, requires_grad=True)
+  kernel = torch.randn(layer.cout, layer.cin // layer.groups, layer.kernel, layer.kernel, requires_grad=True)
+  bias = torch.zeros(layer.cout, requires_grad=True)
+
+  def conv(x_):
+    if not symmetric:
+      x_ = torch.nn.functional.pad(x_, (left, right, top, bottom))
+    return torch.nn.functional.conv2d(x_, kernel, bias, layer.stride, (top, left) if symmetric else 0,
+                                      layer.dilation, layer.groups)
+
+  y = conv(x)
+  dy = torch.randn_like(y)
+
+  def fwd():
+    with torch.no_grad():
+      conv(x)
+
+  def dgrad():
+    torch.autograd.grad(y, x, dy, retain_graph=True)
+
+  def wgrad():
+    torch.autograd.grad(y, kernel, dy, retain_graph=True)
+
+  def step():
+    x.grad = kernel.grad = bias.grad = None
+    conv(x).backward(dy)
+    with torch.no_grad():
+      kernel.sub_(0.01 * kernel.grad)
+      bias.sub_(0.01 * bias.grad)
+
+  return {op: best_of(fn, reps) for op, fn in zip(OPS, (fwd, dgrad, wgrad, step))}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--layers", nargs="+", default=DEFAULT_LAYERS, choices=sorted(LAYERS), metavar="LAYER")
+  parser.add_argument("--reps", type=int, default=3, help="timed calls per op (best is reported)")
+  parser.add_argument("--no_torch", action="store_true", help="skip the PyTorch comparison")
+  parser.add_argument("--list", action="store_true", help="print the known layers and exit")
+  args = parser.parse_args()
+  if args.list:
+    for name, layer in LAYERS.items():
+      print(f"{name:22s} {layer}")
+    return
+  torch_note = ""
+  if not args.no_torch:
+    try:
+      import torch
+      torch_note = f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    except ImportError:
+      torch_note = ", torch not installed"
+  print(f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}), "
+        f"{os.cpu_count()} CPUs{torch_note}; milliseconds, best of {args.reps}")
+  header = f"{'layer':22s} {'op':6s} {'xla':>9s} {'cpu':>9s} {'xla/cpu':>8s}"
+  if torch_note and "not installed" not in torch_note:
+    header += f" {'torch':>9s} {'torch/cpu':>9s}"
+  print(header)
+  for name in args.layers:
+    layer = LAYERS[name]
+    xla, cpu = jax_timings(layer, "xla", args.reps), jax_timings(layer, "cpu", args.reps)
+    torch_ms = None if args.no_torch else torch_timings(layer, args.reps)
+    for op in OPS:
+      row = f"{name:22s} {op:6s} {1e3 * xla[op]:9.1f} {1e3 * cpu[op]:9.1f} {xla[op] / cpu[op]:7.2f}x"
+      if torch_ms is not None:
+        row += f" {1e3 * torch_ms[op]:9.1f} {torch_ms[op] / cpu[op]:8.2f}x"
+      print(row, flush=True)
+
+
+if __name__ == "__main__":
+  main()

@@ -40,6 +40,8 @@ CASES = {
     "3x5_asymmetric_pad": ((2, 9, 7, 20), (3, 5), 24, (1, 2), ((1, 0), (2, 3)), 1, 1),
     "3x3_negative_pad": ((2, 9, 8, 20), (3, 3), 24, 1, ((-1, 2), (0, -1)), 1, 1),
     "3x3_16_channels": ((2, 8, 8, 16), (3, 3), 16, 1, 1, 1, 1),
+    "3x3_12_channels_s2_batch_33": ((33, 7, 7, 12), (3, 3), 16, 2, "SAME", 1, 1),
+    "3x3_groups2_batch_20": ((20, 5, 5, 16), (3, 3), 16, 1, 1, 1, 2),
     "gray_3x3_s2_rate2": ((2, 11, 10, 1), (3, 3), 20, 2, "SAME", 2, 1),
     "few_channels_5x3_s2_rate2_pads": ((2, 13, 12, 6), (5, 3), 20, (2, 1), ((2, 1), (-1, 3)), (1, 2), 1),
 }
@@ -117,6 +119,10 @@ def test_cpu_path_never_uses_ynnpack():
 
   hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, kernel).compile().as_text()
   assert "convolution(" in hlo
+  assert "__ynn_fusion" not in hlo
+  # <= 16 channels, batch 40 (the kernel gradient's feature dimension): chunked plain convolutions.
+  small_x, small_kernel = jnp.ones((40, 8, 8, 16)), jnp.ones((3, 3, 16, 16))
+  hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(small_x, small_kernel).compile().as_text()
   assert "__ynn_fusion" not in hlo
 
 

@@ -1,0 +1,102 @@
+"""RoIAlign (Mask R-CNN) with torchvision.ops.roi_align semantics on NHWC features.
+
+Features are NHWC ([N, H, W, C], the JAX/flax layout; torchvision takes NCHW). Boxes are
+[x1, y1, x2, y2] in absolute pixels of the input image, mapped to feature coordinates by
+`spatial_scale` (1 / stride); each box says which image it belongs to through `batch_indices`,
+the first column of torchvision's [K, 5] RoI format.
+
+Each of the PH x PW output bins averages a grid of bilinear samples. Semantics (torchvision):
+  - aligned=True shifts box coordinates by -0.5 after scaling (pixel centres); aligned=False
+    does not, and clamps RoI width/height to at least 1.
+  - sampling_ratio > 0: exactly sampling_ratio x sampling_ratio samples per bin; otherwise
+    ceil(roi_height / PH) x ceil(roi_width / PW) samples, a number that depends on the box.
+  - a sample at (y, x) with y < -1, y > H, x < -1 or x > W contributes 0 (but is counted);
+    otherwise y, x are clamped at 0 and the sample interpolates the four nearest cells,
+    with the last row/column repeated at the border.
+The adaptive grid is realised with a static upper bound of samples per bin and a mask; the
+bound defaults to ceil(H / PH) x ceil(W / PW), enough for any RoI that fits in the feature map.
+A larger RoI uses the bound instead of its own grid (a coarser but still uniform average).
+
+Bilinear interpolation is separable, so each RoI gathers the 2 rows x 2 columns around its
+sample rows and columns once ([K, PH*S*2, PW*S*2, C]) and weights them (an elementwise product
+and sum in float32, not a matmul that a GPU might run in TF32); the gradient with respect to the
+features is the transposed scatter-add. Sample coordinates are float32 whatever the feature dtype.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+
+
+def _axis_samples(start: jax.Array, length: jax.Array, pooled: int, grid: jax.Array,
+                  max_grid: int, size: int) -> Tuple[jax.Array, jax.Array]:
+  """Interpolation taps along one axis, in float32.
+
+  start, length: [K] RoI start and extent in feature cells; grid: int [K] samples per bin.
+  Returns indices [K, pooled, max_grid * 2] int32 of the lower/upper neighbour of every sample
+  and their weights [K, pooled, max_grid * 2], zero for masked or out-of-range samples.
+  """
+  bin_size = (length / pooled)[:, None, None]
+  bins = jnp.arange(pooled, dtype=jnp.float32)[None, :, None]
+  steps = jnp.arange(max_grid, dtype=jnp.float32)[None, None, :] + 0.5
+  grid_f = jnp.maximum(grid, 1).astype(jnp.float32)[:, None, None]
+  coord = start[:, None, None] + bins * bin_size + steps * bin_size / grid_f  # [K, P, G]
+  inside = (coord >= -1.0) & (coord <= size) & (jnp.arange(max_grid) < grid[:, None, None])
+  coord = jnp.where(inside, jnp.maximum(coord, 0.0), 0.0)
+  low = jnp.floor(coord).astype(jnp.int32)
+  at_end = low >= size - 1
+  low = jnp.where(at_end, size - 1, low)
+  high = jnp.where(at_end, size - 1, low + 1)
+  frac = jnp.where(at_end, 0.0, coord - low)
+  index = jnp.stack([low, high], axis=-1)
+  weight = jnp.where(inside[..., None], jnp.stack([1.0 - frac, frac], axis=-1), 0.0)
+  shape = coord.shape[:2] + (max_grid * 2,)
+  return index.reshape(shape), weight.reshape(shape)
+
+
+def roi_align(features: jax.Array, boxes: jax.Array, batch_indices: jax.Array,
+              output_size: Tuple[int, int], spatial_scale: float = 1.0,
+              sampling_ratio: int = -1, aligned: bool = False,
+              max_adaptive_samples: Optional[Tuple[int, int]] = None) -> jax.Array:
+  """Pooled features [K, PH, PW, C] of K boxes.
+
+  features: [N, H, W, C] (NHWC); boxes: [K, 4] [x1, y1, x2, y2] in image pixels; batch_indices:
+  int [K], the image of each box; output_size: static (PH, PW). Equals
+  torchvision.ops.roi_align(nchw_features, [K, 5] rois, output_size, spatial_scale,
+  sampling_ratio, aligned) transposed to [K, PH, PW, C]. `max_adaptive_samples` (static
+  (rows, cols) per bin) bounds the adaptive grid used when sampling_ratio <= 0.
+  """
+  features = jnp.asarray(features)
+  _, height, width, _ = features.shape
+  pooled_h, pooled_w = output_size
+  offset = 0.5 if aligned else 0.0
+  scaled = boxes.astype(jnp.float32) * spatial_scale - offset
+  start_x, start_y, end_x, end_y = (scaled[:, i] for i in range(4))
+  roi_w = end_x - start_x
+  roi_h = end_y - start_y
+  if not aligned:
+    roi_w = jnp.maximum(roi_w, 1.0)
+    roi_h = jnp.maximum(roi_h, 1.0)
+  if sampling_ratio > 0:
+    grid_h = grid_w = jnp.full(boxes.shape[:1], sampling_ratio, jnp.int32)
+    max_h = max_w = sampling_ratio
+    count = float(sampling_ratio * sampling_ratio)
+  else:
+    max_h, max_w = max_adaptive_samples or (math.ceil(height / pooled_h),
+                                            math.ceil(width / pooled_w))
+    grid_h = jnp.minimum(jnp.ceil(roi_h / pooled_h), max_h).astype(jnp.int32)
+    grid_w = jnp.minimum(jnp.ceil(roi_w / pooled_w), max_w).astype(jnp.int32)
+    count = jnp.maximum(grid_h * grid_w, 1).astype(jnp.float32)[:, None, None, None]
+  rows, row_weights = _axis_samples(start_y, roi_h, pooled_h, grid_h, max_h, height)
+  cols, col_weights = _axis_samples(start_x, roi_w, pooled_w, grid_w, max_w, width)
+  num_rois = boxes.shape[0]
+  taps = features[batch_indices[:, None, None],
+                  rows.reshape(num_rois, -1)[:, :, None],
+                  cols.reshape(num_rois, -1)[:, None, :]]  # [K, PH*G*2, PW*G*2, C]
+  taps = taps.reshape(num_rois, pooled_h, max_h * 2, pooled_w, max_w * 2, -1)
+  weights = row_weights[:, :, :, None, None, None] * col_weights[:, None, None, :, :, None]
+  pooled = jnp.sum(taps * weights, axis=(2, 4)) / count
+  return pooled.astype(features.dtype)

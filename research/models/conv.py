@@ -149,9 +149,11 @@ def _col2im_input_grad(kernel: jnp.ndarray, dy: jnp.ndarray, x_shape: tuple[int,
   hp, wp = x_shape[1] + top + bottom, x_shape[2] + left + right
   cols = lax.dot_general(dy, kernel, (((3,), (3,)), ((), ())), preferred_element_type=_accumulation_dtype(dy.dtype))
   zero = jnp.zeros((), cols.dtype)
-  total = sum(lax.pad(cols[:, :, :, i, j], zero,
-                      ((0, 0, 0), (i * dh, hp - i * dh - ho, 0), (j * dw, wp - j * dw - wo, 0), (0, 0, 0)))
-              for i in range(kh) for j in range(kw))
+  # Sum each kernel row's taps into its input row window, then the rows (fewer reads than all taps at once).
+  rows = [sum(lax.pad(cols[:, :, :, i, j], zero, ((0, 0, 0), (0, 0, 0), (j * dw, wp - j * dw - wo, 0), (0, 0, 0)))
+              for j in range(kw)) for i in range(kh)]
+  total = sum(lax.pad(row, zero, ((0, 0, 0), (i * dh, hp - i * dh - ho, 0), (0, 0, 0), (0, 0, 0)))
+              for i, row in enumerate(rows))
   return lax.pad(total, zero, ((0, 0, 0), (-top, -bottom, 0), (-left, -right, 0), (0, 0, 0))).astype(dy.dtype)
 
 

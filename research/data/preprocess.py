@@ -1,0 +1,375 @@
+"""Host-side numpy preprocessing for detection, segmentation and captioning (Grain map ops).
+
+Every op takes and returns an example dict in one canonical layout: the features of TFDS `shapes`,
+which are those of coco / voc / coco_captions (`adapt` maps those datasets onto it):
+
+  image              uint8 [H, W, 3] (float32 after `normalize`)
+  image/id           int, the example's id (named in every error)
+  label              int, whole-image class (shapes only)
+  objects            dict of per-object arrays, N objects:
+    bbox             float32 [N, 4], TFDS BBoxFeature convention: [ymin, xmin, ymax, xmax]
+                     normalized by the image height / width to [0, 1]
+    label            int64 [N];  area int64 [N] and is_crowd bool [N] where the dataset has them
+  segmentation_mask  uint8 [H, W, 1]; 0 background, class + 1 on objects (shapes only)
+  captions           dict: text, a list of K str; id int64 [K]
+
+`validate` comes first: it turns what `tfds.data_source` returns (lists, bytes) into this layout,
+repairs what the box convention allows and rejects the rest with `BadRecordError`. Ops touch only
+the keys an example has, so one chain serves every dataset. Boxes stay normalized throughout:
+resizing the whole image leaves them unchanged; `bbox_to_pixels` gives xyxy pixel boxes.
+
+Typical chains:
+  train: validate -> resize -> random_hflip -> normalize -> pad_objects / select_caption +
+         encode_captions
+  eval:  validate -> resize -> normalize -> pad_objects / encode_captions
+"""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import re
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+Example = Dict[str, Any]
+
+
+class BadRecordError(ValueError):
+  """A record that cannot be repaired; the message names the dataset and the example id."""
+
+  def __init__(self, dataset: str, example_id: Any, reason: str):
+    super().__init__(f"bad record in dataset {dataset!r}, example {example_id}: {reason}")
+    self.dataset, self.example_id, self.reason = dataset, example_id, reason
+
+
+def _example_id(example: Example) -> Any:
+  return example.get("image/id", example.get("image/filename", "<no id>"))
+
+
+def _text(value: Union[str, bytes]) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+# --- validation and repair ---------------------------------------------------------------------
+def validate(example: Example, dataset: str, image_hw: Optional[tuple[int, int]] = None,
+             channels: int = 3) -> Example:
+  """The example in canonical layout (numpy arrays, str captions), repaired or rejected.
+
+  Repairs (the box convention allows them): boxes are clipped to [0, 1]; a box that is empty
+  after clipping (xmax <= xmin or ymax <= ymin, e.g. x2 < x1, or wholly outside the image) or not
+  finite is dropped together with its label, area and is_crowd. Areas of the kept boxes are left
+  as the dataset gave them.
+  Rejections (BadRecordError): an image that is not [H, W, channels] (or not `image_hw`, where
+  given), a segmentation mask whose size differs from the image's, per-object fields of different
+  lengths, an empty caption.
+  """
+  out = dict(example)
+  eid = _example_id(example)
+  image = np.asarray(example["image"])
+  if image.ndim != 3 or image.shape[-1] != channels or 0 in image.shape:
+    raise BadRecordError(dataset, eid, f"image has shape {image.shape}, expected [H, W, {channels}]")
+  if image_hw is not None and image.shape[:2] != tuple(image_hw):
+    raise BadRecordError(dataset, eid, f"image is {image.shape[:2]}, expected {tuple(image_hw)}")
+  out["image"] = image
+  if "segmentation_mask" in example:
+    mask = np.asarray(example["segmentation_mask"])
+    mask = mask[..., None] if mask.ndim == 2 else mask
+    if mask.shape != image.shape[:2] + (1,):
+      raise BadRecordError(dataset, eid, f"segmentation_mask is {mask.shape}, image {image.shape}")
+    out["segmentation_mask"] = mask
+  if "objects" in example:
+    out["objects"] = _repair_objects(example["objects"], dataset, eid)
+  if "captions" in example:
+    texts = [_text(t) for t in example["captions"]["text"]]
+    if any(not t.strip() for t in texts):
+      raise BadRecordError(dataset, eid, f"empty caption among {texts}")
+    out["captions"] = dict(example["captions"], text=texts)
+    if "id" in example["captions"]:
+      out["captions"]["id"] = np.asarray(example["captions"]["id"], np.int64).reshape(-1)
+  return out
+
+
+_OBJECT_DTYPES = {"bbox": np.float32, "label": np.int64, "area": np.int64, "is_crowd": np.bool_}
+
+
+def _repair_objects(objects: Example, dataset: str, eid: Any) -> Example:
+  fields = {k: np.asarray(v, _OBJECT_DTYPES.get(k)) for k, v in objects.items()}
+  fields["bbox"] = fields["bbox"].reshape(-1, 4)
+  n = len(fields["bbox"])
+  lengths = {k: len(v) for k, v in fields.items()}
+  if any(length != n for length in lengths.values()):
+    raise BadRecordError(dataset, eid, f"objects fields differ in length: {lengths}")
+  bbox = np.clip(fields["bbox"], 0.0, 1.0)
+  keep = np.isfinite(fields["bbox"]).all(axis=1) & (bbox[:, 2] > bbox[:, 0]) & (bbox[:, 3] > bbox[:, 1])
+  fields["bbox"] = bbox
+  return {k: v[keep] for k, v in fields.items()}
+
+
+class ValidatedSource:
+  """A data source of adapted, validated examples (`adapt` then `validate`), such that one bad
+  record never stops a run: a record that raises `BadRecordError` is logged once and replaced by
+  the next good one (index + 1, + 2, ... wrapping around), the same one in every epoch and run.
+  """
+
+  def __init__(self, source: Any, dataset: str, image_hw: Optional[tuple[int, int]] = None):
+    """source: random access (len, getitem), e.g. tfds.data_source(dataset)[split]; dataset: its
+    TFDS name; image_hw: the fixed image size where the dataset has one."""
+    self.source, self.dataset, self.image_hw = source, dataset, image_hw
+    self._reported: set = set()
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> Example:
+    n = len(self.source)
+    for offset in range(n):
+      try:
+        return validate(adapt(self.dataset, self.source[(index + offset) % n]), self.dataset, self.image_hw)
+      except BadRecordError as e:
+        if e.example_id not in self._reported:
+          self._reported.add(e.example_id)
+          logging.warning("%s; using the next record instead", e)
+    raise BadRecordError(self.dataset, "<all>", f"none of the {n} records is usable")
+
+
+# --- geometry ------------------------------------------------------------------------------------
+def bbox_to_pixels(bbox: np.ndarray, height: int, width: int) -> np.ndarray:
+  """[..., 4] normalized [ymin, xmin, ymax, xmax] -> float32 [..., 4] pixel xyxy (edges, x2 = x1 + w)."""
+  bbox = np.asarray(bbox, np.float32)
+  return np.stack([bbox[..., 1] * width, bbox[..., 0] * height,
+                   bbox[..., 3] * width, bbox[..., 2] * height], axis=-1)
+
+
+def _resize_nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Nearest-neighbour resize of [H, W, ...] by pixel centres (labels are never blended)."""
+  rows = np.minimum(((np.arange(height) + 0.5) * array.shape[0] / height).astype(np.int64), array.shape[0] - 1)
+  cols = np.minimum(((np.arange(width) + 0.5) * array.shape[1] / width).astype(np.int64), array.shape[1] - 1)
+  return array[rows][:, cols]
+
+
+def resize(example: Example, size: Union[int, tuple[int, int]], keep_aspect: bool = False) -> Example:
+  """Resizes a uint8 image (bilinear) and segmentation_mask (nearest) to size = (height, width) or S.
+
+  keep_aspect=False stretches to the size; normalized boxes are unchanged. keep_aspect=True scales
+  by min(height / H, width / W), then pads the bottom and right with zeros (mask: background) up to
+  the size; boxes are rescaled to stay on their objects.
+  """
+  th, tw = (size, size) if isinstance(size, int) else size
+  image = example["image"]
+  h, w = image.shape[:2]
+  if keep_aspect:
+    scale = min(th / h, tw / w)
+    nh, nw = max(1, min(th, round(h * scale))), max(1, min(tw, round(w * scale)))
+  else:
+    nh, nw = th, tw
+  out = dict(example)
+  if (nh, nw) != (h, w):
+    image = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
+  out["image"] = np.pad(image, ((0, th - nh), (0, tw - nw), (0, 0)))
+  if "segmentation_mask" in example:
+    mask = _resize_nearest(example["segmentation_mask"], nh, nw)
+    out["segmentation_mask"] = np.pad(mask, ((0, th - nh), (0, tw - nw), (0, 0)))
+  if "objects" in example and (nh, nw) != (th, tw):
+    factor = np.array([nh / th, nw / tw, nh / th, nw / tw], np.float32)
+    out["objects"] = dict(example["objects"], bbox=example["objects"]["bbox"] * factor)
+  return out
+
+
+_LEFT_RIGHT = re.compile(r"\b(left|right)\b")
+
+
+def _swap_left_right(text: str) -> str:
+  return _LEFT_RIGHT.sub(lambda m: "right" if m.group(1) == "left" else "left", text)
+
+
+def hflip(example: Example) -> Example:
+  """Mirrors image, segmentation_mask and boxes left-right (xmin' = 1 - xmax, xmax' = 1 - xmin),
+  and swaps the words 'left' and 'right' in captions so they still describe the image."""
+  out = dict(example)
+  out["image"] = example["image"][:, ::-1]
+  if "segmentation_mask" in example:
+    out["segmentation_mask"] = example["segmentation_mask"][:, ::-1]
+  if "objects" in example:
+    b = example["objects"]["bbox"]
+    out["objects"] = dict(example["objects"], bbox=np.stack([b[:, 0], 1 - b[:, 3], b[:, 2], 1 - b[:, 1]], -1))
+  if "captions" in example:
+    out["captions"] = dict(example["captions"], text=[_swap_left_right(t) for t in example["captions"]["text"]])
+  return out
+
+
+def random_hflip(example: Example, rng: np.random.Generator, prob: float = 0.5) -> Example:
+  """`hflip` with probability `prob` (one draw from rng either way)."""
+  return hflip(example) if rng.random() < prob else example
+
+
+def normalize(example: Example, mean: Sequence[float], std: Sequence[float]) -> Example:
+  """image uint8 [H, W, C] -> float32 (image / 255 - mean) / std, mean and std per channel."""
+  image = example["image"].astype(np.float32) / 255.0
+  return dict(example, image=(image - np.asarray(mean, np.float32)) / np.asarray(std, np.float32))
+
+
+# --- static shapes -------------------------------------------------------------------------------
+def pad_objects(example: Example, max_objects: int) -> Example:
+  """Pads every per-object field to [max_objects, ...] with zeros and adds objects/valid, bool
+  [max_objects], True for real objects. Objects beyond max_objects are dropped (the first
+  max_objects are kept: drawing order for shapes, annotation order for coco / voc)."""
+  objects = example["objects"]
+  n = min(len(objects["bbox"]), max_objects)
+  padded = {}
+  for key, value in objects.items():
+    value = np.asarray(value)[:n]
+    padded[key] = np.pad(value, [(0, max_objects - n)] + [(0, 0)] * (value.ndim - 1))
+  padded["valid"] = np.arange(max_objects) < n
+  return dict(example, objects=padded)
+
+
+def select_caption(example: Example, rng: np.random.Generator) -> Example:
+  """Keeps one caption, drawn uniformly (training on one caption per image per step)."""
+  captions = example["captions"]
+  k = int(rng.integers(len(captions["text"])))
+  return dict(example, captions={key: value[k:k + 1] for key, value in captions.items()})
+
+
+class Vocabulary:
+  """Word-level caption vocabulary: lowercase words ([a-z0-9'] runs; punctuation dropped).
+
+  Ids: <pad> = 0, <bos> = 1, <eos> = 2, <unk> = 3, then words by descending count (ties in
+  alphabetical order), so a vocabulary is a pure function of its training captions.
+  """
+  PAD, BOS, EOS, UNK = 0, 1, 2, 3
+  SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
+  _WORD = re.compile(r"[a-z0-9']+")
+
+  def __init__(self, words: Sequence[str]):
+    """words: the non-special words, in id order (ids 4, 5, ...)."""
+    self.tokens = list(self.SPECIALS) + list(words)
+    self._ids = {t: i for i, t in enumerate(self.tokens)}
+
+  @classmethod
+  def tokenize(cls, text: str) -> list[str]:
+    return cls._WORD.findall(text.lower())
+
+  @classmethod
+  def build(cls, texts: Iterable[str], min_count: int = 1, max_size: Optional[int] = None) -> "Vocabulary":
+    """From training captions: words seen at least min_count times, at most max_size in all."""
+    counts = collections.Counter(w for t in texts for w in cls.tokenize(t))
+    words = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+    if max_size is not None:
+      words = words[:max(0, max_size - len(cls.SPECIALS))]
+    return cls(words)
+
+  def __len__(self) -> int:
+    return len(self.tokens)
+
+  def encode(self, text: str, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """-> (ids int32 [length]: <bos> words <eos> <pad>..., mask bool [length], True up to <eos>).
+
+    Captions longer than length - 2 words are cut, and still end with <eos>."""
+    if length < 2:
+      raise ValueError(f"length must leave room for <bos> and <eos>, got {length}")
+    words = [self._ids.get(w, self.UNK) for w in self.tokenize(text)][:length - 2]
+    ids = np.full(length, self.PAD, np.int32)
+    ids[:len(words) + 2] = [self.BOS] + words + [self.EOS]
+    return ids, ids != self.PAD
+
+  def decode(self, ids: Iterable[int]) -> str:
+    """Words up to the first <eos>, specials other than <unk> left out."""
+    words = []
+    for i in ids:
+      if int(i) == self.EOS:
+        break
+      if int(i) not in (self.PAD, self.BOS):
+        words.append(self.tokens[int(i)])
+    return " ".join(words)
+
+  def save(self, path: str) -> None:
+    with open(path, "w") as f:
+      json.dump({"tokens": self.tokens}, f)
+
+  @classmethod
+  def load(cls, path: str) -> "Vocabulary":
+    with open(path) as f:
+      tokens = json.load(f)["tokens"]
+    if tuple(tokens[:len(cls.SPECIALS)]) != cls.SPECIALS:
+      raise ValueError(f"{path} is not a vocabulary: it starts with {tokens[:4]}")
+    return cls(tokens[len(cls.SPECIALS):])
+
+
+def caption_texts(source: Any) -> Iterable[str]:
+  """Every caption of a data source (e.g. the training split), as str, for `Vocabulary.build`."""
+  for i in range(len(source)):
+    for text in source[i]["captions"]["text"]:
+      yield _text(text)
+
+
+def encode_captions(example: Example, vocab: Vocabulary, length: int, max_captions: int) -> Example:
+  """Replaces captions with static arrays: tokens int32 [max_captions, length], token_mask bool
+  [max_captions, length] and valid bool [max_captions] (captions beyond max_captions dropped)."""
+  texts = example["captions"]["text"][:max_captions]
+  tokens = np.zeros((max_captions, length), np.int32)
+  for k, text in enumerate(texts):
+    tokens[k] = vocab.encode(text, length)[0]
+  captions = {"tokens": tokens, "token_mask": tokens != Vocabulary.PAD,
+              "valid": np.arange(max_captions) < len(texts)}
+  return dict(example, captions=captions)
+
+
+# --- real datasets -> canonical layout -------------------------------------------------------------
+def _voc_image_id(filename: Union[str, bytes]) -> int:
+  """'000005.jpg' -> 5 (VOC2007); '2008_000002.jpg' -> 2008000002 (VOC2012)."""
+  return int(re.sub(r"\D", "", _text(filename).rsplit(".", 1)[0]))
+
+
+def from_coco(example: Example) -> Example:
+  """TFDS coco/2014, coco/2017: same names and box convention as shapes; no whole-image label,
+  no segmentation_mask (TFDS coco has no instance masks), no captions; objects/label indexes the
+  80 used categories (not COCO's 1..90 category ids); objects/id is dropped; is_crowd is kept for
+  the task to ignore crowd boxes."""
+  objects = example["objects"]
+  return {"image": example["image"], "image/id": example["image/id"],
+          "objects": {k: objects[k] for k in ("bbox", "label", "area", "is_crowd")}}
+
+
+def from_coco_captions(example: Example) -> Example:
+  """TFDS coco_captions (coco/2014 + Karpathy splits): coco's features plus captions{text, id},
+  which keep their names."""
+  return dict(from_coco(example), captions=example["captions"])
+
+
+def from_voc(example: Example) -> Example:
+  """TFDS voc/2007, voc/2012: objects/bbox has the same convention (VOC's 1-based pixel corners
+  divided by the image size, not shifted); no image/id, so it is parsed from image/filename; no
+  area, so it is the box area in pixels; is_difficult becomes is_crowd (both are ignored by the
+  usual evaluation); pose, is_truncated and the image-level labels lists are dropped."""
+  objects = example["objects"]
+  bbox = np.asarray(objects["bbox"], np.float32).reshape(-1, 4)
+  h, w = np.asarray(example["image"]).shape[:2]
+  area = np.round((bbox[:, 2] - bbox[:, 0]) * (bbox[:, 3] - bbox[:, 1]) * h * w).astype(np.int64)
+  return {"image": example["image"], "image/id": _voc_image_id(example["image/filename"]),
+          "objects": {"bbox": bbox, "label": objects["label"], "area": area,
+                      "is_crowd": np.asarray(objects["is_difficult"], np.bool_)}}
+
+
+def from_shapes(example: Example) -> Example:
+  """TFDS shapes: already canonical."""
+  return example
+
+
+ADAPTERS: Dict[str, Callable[[Example], Example]] = {
+    "shapes": from_shapes,
+    "coco": from_coco,
+    "coco_captions": from_coco_captions,
+    "voc": from_voc,
+}
+
+
+def adapt(dataset: str, example: Example) -> Example:
+  """Maps an example of `dataset` (a TFDS name such as 'voc/2007' or 'shapes/128') onto the
+  canonical layout."""
+  base = dataset.split(":")[0].split("/")[0]
+  if base not in ADAPTERS:
+    raise ValueError(f"no adapter for dataset {dataset!r}; known: {', '.join(sorted(ADAPTERS))}")
+  return ADAPTERS[base](example)

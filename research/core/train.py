@@ -100,6 +100,8 @@ class Trainer:
     self.train_source = datasets.get_data_source(ds.name, ds.train_split, ds.data_dir, cache)
     self.eval_source = datasets.get_data_source(ds.name, ds.eval_split, ds.data_dir, cache)
     self.task = task_cls(config, datasets.get_builder(ds.name, ds.data_dir).info)
+    self.train_source = self.task.wrap_source(self.train_source, ds.train_split)
+    self.eval_source = self.task.wrap_source(self.eval_source, ds.eval_split)
     self.num_steps = duration_steps(config, len(self.train_source))
     self.local_batch = parallel.local_batch_size(config.batch_size, self.mesh)
     self.eval_batch = int(config.eval_batch_size or config.batch_size)

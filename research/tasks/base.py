@@ -103,6 +103,11 @@ class Task:
     return build_registered(MODELS, self.config.model, "model", **extra)
 
   # --- host-side preprocessing (numpy, runs in Grain workers) ---
+  def wrap_source(self, source: Any, split: str) -> Any:
+    """The data source the pipelines read: e.g. a `preprocess.ValidatedSource` that maps a real
+    dataset onto the canonical layout and replaces unrepairable records. Default: unchanged."""
+    return source
+
   def preprocess_train(self, example: Dict[str, Any], rng: np.random.Generator) -> Dict[str, Any]:
     raise NotImplementedError
 

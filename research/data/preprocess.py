@@ -150,6 +150,15 @@ def _resize_nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
   return array[rows][:, cols]
 
 
+def _pad_to(array: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Zero-pads [h, w, C] at the bottom and right to [height, width, C]."""
+  if array.shape[:2] == (height, width):
+    return array
+  out = np.zeros((height, width) + array.shape[2:], array.dtype)
+  out[:array.shape[0], :array.shape[1]] = array
+  return out
+
+
 def resize(example: Example, size: Union[int, tuple[int, int]], keep_aspect: bool = False) -> Example:
   """Resizes a uint8 image (bilinear) and segmentation_mask (nearest) to size = (height, width) or S.
 
@@ -168,10 +177,9 @@ def resize(example: Example, size: Union[int, tuple[int, int]], keep_aspect: boo
   out = dict(example)
   if (nh, nw) != (h, w):
     image = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
-  out["image"] = np.pad(image, ((0, th - nh), (0, tw - nw), (0, 0)))
+  out["image"] = _pad_to(image, th, tw)
   if "segmentation_mask" in example:
-    mask = _resize_nearest(example["segmentation_mask"], nh, nw)
-    out["segmentation_mask"] = np.pad(mask, ((0, th - nh), (0, tw - nw), (0, 0)))
+    out["segmentation_mask"] = _pad_to(_resize_nearest(example["segmentation_mask"], nh, nw), th, tw)
   if "objects" in example and (nh, nw) != (th, tw):
     factor = np.array([nh / th, nw / tw, nh / th, nw / tw], np.float32)
     out["objects"] = dict(example["objects"], bbox=example["objects"]["bbox"] * factor)
@@ -207,8 +215,11 @@ def random_hflip(example: Example, rng: np.random.Generator, prob: float = 0.5) 
 
 def normalize(example: Example, mean: Sequence[float], std: Sequence[float]) -> Example:
   """image uint8 [H, W, C] -> float32 (image / 255 - mean) / std, mean and std per channel."""
-  image = example["image"].astype(np.float32) / 255.0
-  return dict(example, image=(image - np.asarray(mean, np.float32)) / np.asarray(std, np.float32))
+  std = np.asarray(std, np.float32)
+  image = example["image"].astype(np.float32)
+  image *= 1.0 / (255.0 * std)
+  image -= np.asarray(mean, np.float32) / std
+  return dict(example, image=image)
 
 
 # --- static shapes -------------------------------------------------------------------------------
@@ -220,8 +231,9 @@ def pad_objects(example: Example, max_objects: int) -> Example:
   n = min(len(objects["bbox"]), max_objects)
   padded = {}
   for key, value in objects.items():
-    value = np.asarray(value)[:n]
-    padded[key] = np.pad(value, [(0, max_objects - n)] + [(0, 0)] * (value.ndim - 1))
+    value = np.asarray(value)
+    padded[key] = np.zeros((max_objects,) + value.shape[1:], value.dtype)
+    padded[key][:n] = value[:n]
   padded["valid"] = np.arange(max_objects) < n
   return dict(example, objects=padded)
 

@@ -46,18 +46,20 @@ def test_nms_edge_cases():
       [0, 0, 10, 10.5],                  # IoU exactly 10 / 10.5 with the first box
       [20, 20, 30, 30], [25, 20, 35, 30],  # IoU exactly 1/3
       [-30, -30, -20, -20],              # outside the image
+      [40, 0, 50, 10], [40, 0, 50, 20],  # IoU exactly 0.5: kept at threshold 0.5
   ], np.float32)
-  scores = np.array([0.9, 0.9, 0.8, 0.8, 0.7, 0.6, 0.6, 0.6], np.float32)
+  scores = np.array([0.9, 0.9, 0.8, 0.8, 0.7, 0.6, 0.6, 0.6, 0.5, 0.4], np.float32)
   for threshold in (1 / 3, 0.5, 0.95, 10 / 10.5):
     ref = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), threshold).numpy()
-    indices, valid = jit_nms(boxes, scores, threshold, 8)
+    indices, valid = jit_nms(boxes, scores, threshold, 10)
     np.testing.assert_array_equal(kept(indices, valid), ref)
+    assert (9 in ref) == (threshold >= 0.5) and 1 not in ref
   # Valid mask: padding neither survives nor suppresses; all-padding gives nothing.
-  valid_in = np.array([False, True, True, True, True, True, True, True])
-  indices, valid = nms(boxes, scores, 0.5, 8, valid=valid_in)
+  valid_in = np.arange(10) > 0
+  indices, valid = nms(boxes, scores, 0.5, 10, valid=valid_in)
   ref = torchvision.ops.nms(torch.from_numpy(boxes[1:]), torch.from_numpy(scores[1:]), 0.5).numpy()
   np.testing.assert_array_equal(kept(indices, valid), ref + 1)
-  indices, valid = nms(boxes, scores, 0.5, 4, valid=np.zeros(8, bool))
+  indices, valid = nms(boxes, scores, 0.5, 4, valid=np.zeros(10, bool))
   assert not np.asarray(valid).any() and (np.asarray(indices) == 0).all()
 
 

@@ -50,7 +50,7 @@ LAYERS = {
     "resnet_3x3_256_8x8": Layer(128, 8, 256, 256, 3, 1, 1),
     "resnet20_3x3_16": Layer(128, 32, 16, 16, 3, 1, 1),
     "resnet20_3x3_32": Layer(128, 16, 32, 32, 3, 1, 1),
-    "lenet_c1": Layer(128, 28, 1, 6, 5, 1, "VALID"),
+    "lenet_c1": Layer(128, 28, 1, 6, 5, 1, 2),
     "lenet_c3": Layer(128, 14, 6, 16, 5, 1, "VALID"),
     "resnet50_stem_7x7_s2": Layer(32, 224, 3, 64, 7, 2, 3),
     "resnet50_3x3_56": Layer(32, 56, 64, 64, 3, 1, 1),

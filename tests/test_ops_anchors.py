@@ -10,7 +10,8 @@ from research.ops.matcher import match, sample_balanced
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
-from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, Matcher  # noqa: E402
+from torchvision.models.detection._utils import (  # noqa: E402
+    BalancedPositiveNegativeSampler, Matcher)
 from torchvision.models.detection.anchor_utils import AnchorGenerator  # noqa: E402
 from torchvision.models.detection.image_list import ImageList  # noqa: E402
 

@@ -108,5 +108,6 @@ def test_box_coder_gradient_is_finite():
   rng = np.random.default_rng(4)
   anchors = jnp.asarray(random_boxes(rng, 8))
   codes = jnp.asarray(rng.normal(size=(8, 4)).astype(np.float32))
-  grad = jax.grad(lambda c: box_coder.decode_boxes(c, anchors, box_coder.ROI_HEAD_WEIGHTS).sum())(codes)
+  grad = jax.jit(jax.grad(
+      lambda c: box_coder.decode_boxes(c, anchors, box_coder.ROI_HEAD_WEIGHTS).sum()))(codes)
   assert np.isfinite(np.asarray(grad)).all()

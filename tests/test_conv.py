@@ -22,6 +22,7 @@ from research.models.conv import Conv, conv2d
 # name: (input [N, H, W, C_in], (kh, kw), C_out, strides, padding, dilation, groups)
 CASES = {
     "lenet_c1_5x5_valid": ((2, 14, 14, 1), (5, 5), 6, 1, "VALID", 1, 1),
+    "lenet_c1_5x5_p2": ((2, 12, 12, 1), (5, 5), 6, 1, 2, 1, 1),
     "lenet_c3_5x5_valid": ((2, 9, 9, 6), (5, 5), 16, 1, "VALID", 1, 1),
     "alexnet_11x11_s4_p2": ((2, 27, 27, 3), (11, 11), 20, 4, 2, 1, 1),
     "alexnet_5x5_p2": ((2, 9, 9, 20), (5, 5), 24, 1, 2, 1, 1),

@@ -3,6 +3,10 @@
   python scripts/benchmark.py --config configs/lenet5_digits.py [--steps 100] [--config.batch_size=128]
   python scripts/benchmark.py --config ... --input_only     # the input pipeline alone
 
+With torch installed (the [dev] extra), the same run times a PyTorch eager reference of the model
+(scripts/torch_reference.py: same layers, same batch, SGD with momentum) and prints the ratio
+torch time / our time (>= 1 means we are faster).
+
 Prints the compile time of the train step, then steps/s and examples/s measured after compilation
 and warm-up, for (a) one device-resident batch reused every step (the step alone) and (b) the real
 input pipeline feeding the step.
@@ -15,8 +19,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -30,6 +36,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_c
 _STEPS = flags.DEFINE_integer("steps", 100, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed steps after compilation.")
 _INPUT_ONLY = flags.DEFINE_bool("input_only", False, "Time only the input pipeline (batches/s).")
+_TORCH = flags.DEFINE_bool("torch", True, "Also time a PyTorch eager reference of the same model "
+                           "and batch (when torch is installed and has the model).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -42,6 +50,40 @@ def _time_steps(step, state, accum, batches, n: int):
     state, accum = step(state, accum, next(batches))
   jax.block_until_ready(state)
   return time.perf_counter() - start, state, accum
+
+
+def _torch_step_seconds(model_name: str, task, batch) -> float | None:
+  """Seconds per training step of the PyTorch eager reference, or None if unavailable."""
+  try:
+    import torch
+    import torch_reference
+  except ImportError:
+    print("pytorch reference: torch not installed")
+    return None
+  images = np.asarray(jax.device_get(batch["image"]))
+  labels = np.asarray(jax.device_get(batch["label"]))
+  try:
+    model = torch_reference.build(model_name, task.num_classes, images.shape[-1])
+  except KeyError as e:
+    print(f"pytorch reference: {e.args[0]}")
+    return None
+  x = torch.tensor(images).permute(0, 3, 1, 2).contiguous()
+  y = torch.tensor(labels).long()
+  opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+  model.train()
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+
+  for _ in range(_WARMUP.value):
+    step()
+  n = max(5, _STEPS.value // 2)
+  start = time.perf_counter()
+  for _ in range(n):
+    step()
+  return (time.perf_counter() - start) / n
 
 
 def main(argv):
@@ -78,6 +120,12 @@ def main(argv):
     seconds, state, accum = _time_steps(step, trainer.state, accum, same_batch(), _STEPS.value)
     print(f"step only (device-resident batch): {_STEPS.value / seconds:.2f} steps/s, "
           f"{_STEPS.value * batch / seconds:.0f} examples/s, {1000 * seconds / _STEPS.value:.2f} ms/step")
+    ours = seconds / _STEPS.value
+    if _TORCH.value:
+      torch_step = _torch_step_seconds(config.model.name, trainer.task, fixed)
+      if torch_step is not None:
+        print(f"pytorch eager reference: {1000 * torch_step:.2f} ms/step; "
+              f"ratio torch/ours = {torch_step / ours:.2f}")
     batches = parallel.prefetch_to_device(train_iter, trainer.mesh, config.dataset.prefetch_batches)
     seconds, _, _ = _time_steps(step, state, accum, batches, _STEPS.value)
     print(f"with input pipeline: {_STEPS.value / seconds:.2f} steps/s, "

@@ -136,3 +136,15 @@ def test_predict_script_draws_predictions(data_dir, tmp_path):
   picture = np.asarray(Image.open(tmp_path / "pics" / "test_predictions.png"))
   assert picture.ndim == 3 and picture.shape[2] == 3 and picture.std() > 0
   assert (tmp_path / "run" / "eval" / "step_2" / "predictions.png").exists()
+
+
+def test_fast_pooling_matches_flax():
+  import flax.linen as nn
+  from research.models.pooling import avg_pool, max_pool
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 7, 3))
+  np.testing.assert_allclose(max_pool(x, (2, 2)), nn.max_pool(x, (2, 2), strides=(2, 2)))
+  np.testing.assert_allclose(avg_pool(x, (2, 2)), nn.avg_pool(x, (2, 2), strides=(2, 2)), rtol=1e-6)
+  np.testing.assert_allclose(max_pool(x, (3, 3), (2, 2), "SAME"), nn.max_pool(x, (3, 3), (2, 2), "SAME"))
+  g_fast = jax.grad(lambda v: (max_pool(v, (2, 2)) ** 2).sum())(x)
+  g_ref = jax.grad(lambda v: (nn.max_pool(v, (2, 2), strides=(2, 2)) ** 2).sum())(x)
+  np.testing.assert_allclose(g_fast, g_ref)

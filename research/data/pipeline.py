@@ -12,6 +12,7 @@ example once whatever the batch size.
 """
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable, Dict, Iterator, Optional
 
 import grain
@@ -31,6 +32,31 @@ def _to_iter(ds: grain.MapDataset, num_workers: int) -> grain.IterDataset:
       flags.FLAGS.mark_as_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return it
+
+
+class _EpochShuffled:
+  """An infinite stream over `source`: epoch e is the permutation default_rng((seed, e)) of it.
+
+  Random access (element i is in epoch i // len(source)), deterministic, and cheap: the
+  permutation of an epoch is computed once (Grain's per-index shuffle costs ~0.1 ms an element).
+  """
+
+  def __init__(self, source: Any, seed: int):
+    self.source, self.seed, self.n = source, seed, len(source)
+    self._epoch, self._perm = -1, None
+
+  def __len__(self) -> int:
+    return sys.maxsize
+
+  def _permutation(self, epoch: int) -> np.ndarray:
+    if epoch != self._epoch:
+      self._perm = np.random.default_rng((self.seed, epoch)).permutation(self.n)
+      self._epoch = epoch
+    return self._perm
+
+  def __getitem__(self, i: int) -> Example:
+    epoch, j = divmod(int(i), self.n)
+    return self.source[int(self._permutation(epoch)[j])]
 
 
 class _ProcessRows:
@@ -69,7 +95,7 @@ def train_batches(source: Any, preprocess: TrainPreprocess, local_batch_size: in
   """
   if len(source) == 0:
     raise ValueError("the training split is empty")
-  stream = grain.MapDataset.source(source).shuffle(seed=seed).repeat().random_map(preprocess, seed=seed + 1)
+  stream = grain.MapDataset.source(_EpochShuffled(source, seed)).random_map(preprocess, seed=seed + 1)
   rows = _ProcessRows(stream, local_batch_size * jax.process_count(), local_batch_size, jax.process_index())
   ds = grain.MapDataset.source(rows).batch(local_batch_size, drop_remainder=True)
   return iter(_to_iter(ds[start_batch:], num_workers))

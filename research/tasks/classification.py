@@ -79,9 +79,12 @@ class ClassificationTask(Task):
     return image
 
   def _normalize(self, image: np.ndarray) -> np.ndarray:
-    mean = np.asarray(self.cfg.mean, np.float32)
-    std = np.asarray(self.cfg.std, np.float32)
-    return ((image.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+    """uint8 -> float32 (image / 255 - mean) / std, as image * scale + shift."""
+    if not hasattr(self, "_scale"):
+      std = np.asarray(self.cfg.std, np.float32)
+      self._scale = (1.0 / (255.0 * std)).astype(np.float32)
+      self._shift = (-np.asarray(self.cfg.mean, np.float32) / std).astype(np.float32)
+    return image * self._scale + self._shift
 
   def preprocess_eval(self, example: Dict[str, Any]) -> Dict[str, Any]:
     return {"image": self._normalize(self._image(example)),

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from research.core.registry import MODELS
 from research.models.conv import Conv
+from research.models.pooling import avg_pool, max_pool
 
 _ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "sigmoid": nn.sigmoid}
 
@@ -39,7 +40,7 @@ class LeNet5(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     act = _ACTIVATIONS[self.activation]
-    pool = nn.max_pool if self.pooling == "max" else nn.avg_pool
+    pool = max_pool if self.pooling == "max" else avg_pool
     x = x.astype(self.dtype)
     x = act(Conv(6, (5, 5), padding=self.first_padding, dtype=self.dtype, name="conv1")(x))
     x = pool(x, (2, 2), strides=(2, 2))

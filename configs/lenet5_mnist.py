@@ -1,19 +1,16 @@
-"""LeNet-5 on MNIST (prepared in data_dir; see README "Real datasets").
+"""LeNet-5 on MNIST (prepared in data_dir; see README "Datasets").
 
 Target: 0.95% test error (LeCun et al. 1998 report 0.95% for LeNet-5 without distortions).
 10 epochs of SGD with momentum at batch 128 (4,690 steps).
 """
-from research.core.config import default_config
+from research.core.config import default_config, model_config, task_config
 
 
 def get_config():
   config = default_config()
-  config.model.name = "lenet5"
-  config.model.dropout_rate = 0.0
+  config.model = model_config("lenet5")
   config.dataset.name = "mnist"
-  config.task.name = "classification"
-  config.task.mean = (0.1307,)
-  config.task.std = (0.3081,)
+  config.task = task_config("classification", mean=(0.1307,), std=(0.3081,))
   config.batch_size = 128
   config.num_epochs = 10.0
   config.optimizer.name = "sgd"

@@ -79,6 +79,47 @@ def default_config() -> ConfigDict:
   return c
 
 
+def task_config(name: str, **overrides: Any) -> ConfigDict:
+  """config.task for the registered task `name`: every key it reads, with defaults, so each can be
+  overridden from the command line (--config.task.<key>=...)."""
+  from research.core.registry import TASKS
+  import research.tasks  # noqa: F401  (registers the tasks)
+  section = ConfigDict({"name": name})
+  section.update(TASKS.get(name).config_defaults())
+  _update_known(section, overrides, "task")
+  return section
+
+
+_NOT_CONFIGURABLE = ("parent", "name", "dtype", "param_dtype", "kernel_init", "bias_init")
+
+
+def model_config(name: str, **overrides: Any) -> ConfigDict:
+  """config.model for the registered model `name`: its fields of plain types (numbers, strings,
+  bools, tuples) with their defaults (registered defaults included), so each can be overridden."""
+  import dataclasses
+  from research.core.registry import MODELS
+  import research.models  # noqa: F401  (registers the models)
+  entry = MODELS.get(name)
+  cls = getattr(entry, "fn", entry)
+  bound = dict(getattr(entry, "defaults", {}))
+  section = ConfigDict({"name": name})
+  for field in dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else ():
+    if field.name in _NOT_CONFIGURABLE or field.name in ("num_classes",):
+      continue
+    value = bound.get(field.name, field.default)
+    if isinstance(value, (bool, int, float, str, tuple)):
+      section[field.name] = value
+  _update_known(section, overrides, "model", allow_new=True)
+  return section
+
+
+def _update_known(section: ConfigDict, overrides: dict, where: str, allow_new: bool = False) -> None:
+  for key, value in overrides.items():
+    if key not in section and not allow_new:
+      raise ConfigError(f"unknown config key '{where}.{key}'{_suggest(key, section.keys())}")
+    section[key] = value
+
+
 def _suggest(key: str, known: Iterable[str]) -> str:
   close = difflib.get_close_matches(key, list(known), n=1)
   return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,59 @@
+"""DeepLabv3-style head (Chen et al. 2017): atrous spatial pyramid pooling on backbone features.
+
+ASPP = a 1x1 conv, three 3x3 atrous convs (rates configurable, e.g. (6, 12, 18) at output stride
+16, doubled at output stride 8) and image-level pooling, concatenated, projected by 1x1, then a
+3x3 conv and the classifier; logits upsampled (bilinear) to the input. `output_stride` picks the
+backbone feature (8: 'c3', 16: 'c4'). Output logits [N, H, W, num_classes].
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from research.core.registry import MODELS
+from research.models.conv import Conv
+from research.models.segmentation.encoder import ConvBNReLU, build_backbone
+from research.models.segmentation.fcn import resize_to
+
+
+class ASPP(nn.Module):
+  """[N, h, w, C] -> [N, h, w, features]."""
+
+  features: int = 64
+  rates: Sequence[int] = (6, 12, 18)
+  dropout_rate: float = 0.1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    branches = [ConvBNReLU(self.features, kernel=1, dtype=self.dtype, name="b0")(x, train)]
+    for i, rate in enumerate(self.rates, start=1):
+      branches.append(ConvBNReLU(self.features, dilation=rate, dtype=self.dtype, name=f"b{i}")(x, train))
+    pooled = ConvBNReLU(self.features, kernel=1, dtype=self.dtype, name="pool")(
+        x.mean(axis=(1, 2), keepdims=True), train)
+    branches.append(jnp.broadcast_to(pooled, branches[0].shape))
+    y = ConvBNReLU(self.features, kernel=1, dtype=self.dtype, name="project")(jnp.concatenate(branches, -1), train)
+    return nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+
+
+@MODELS.register("deeplabv3")
+class DeepLabV3(nn.Module):
+  """images [N, H, W, 3] -> logits [N, H, W, num_classes]."""
+
+  num_classes: int = 21
+  backbone: str = "small_cnn"
+  output_stride: int = 8
+  aspp_features: int = 64
+  rates: Sequence[int] = (2, 4, 6)
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    feats = build_backbone(self.backbone, self.dtype)(x, train)
+    f = feats[{8: "c3", 16: "c4"}[self.output_stride]]
+    y = ASPP(self.aspp_features, tuple(self.rates), dtype=self.dtype, name="aspp")(f, train)
+    y = ConvBNReLU(self.aspp_features, dtype=self.dtype, name="head")(y, train)
+    y = Conv(self.num_classes, (1, 1), dtype=self.dtype, name="logits")(y)
+    return resize_to(y, x.shape[1:3]).astype(jnp.float32)

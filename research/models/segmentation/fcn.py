@@ -1,0 +1,67 @@
+"""FCN (Long et al. 2015): class scores from stride-32/16/8 features, fused by upsampling.
+
+variant '32s' scores c5 only; '16s' adds c4; '8s' adds c4 and c3 (the skip connections). Each
+step upsamples 2x, learned (ConvTranspose initialized to bilinear, as in the paper) or fixed
+bilinear, and the result is upsampled to the input size. Output logits [N, H, W, num_classes].
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from research.core.registry import MODELS
+from research.models.conv import Conv
+from research.models.segmentation.encoder import build_backbone
+
+
+def bilinear_kernel(size: int, channels: int) -> np.ndarray:
+  """[size, size, channels, channels] per-channel bilinear upsampling kernel (FCN's init)."""
+  factor = (size + 1) // 2
+  center = factor - 1 if size % 2 == 1 else factor - 0.5
+  og = np.ogrid[:size, :size]
+  filt = (1 - abs(og[0] - center) / factor) * (1 - abs(og[1] - center) / factor)
+  kernel = np.zeros((size, size, channels, channels), np.float32)
+  kernel[:, :, range(channels), range(channels)] = filt[:, :, None]
+  return kernel
+
+
+def resize_to(x: jnp.ndarray, hw: tuple[int, int]) -> jnp.ndarray:
+  """Bilinear resize of [N, h, w, C] to [N, H, W, C]."""
+  return jax.image.resize(x, (x.shape[0], hw[0], hw[1], x.shape[-1]), "bilinear")
+
+
+@MODELS.register("fcn32s", variant="32s")
+@MODELS.register("fcn16s", variant="16s")
+@MODELS.register("fcn8s", variant="8s")
+class FCN(nn.Module):
+  """images [N, H, W, 3] -> logits [N, H, W, num_classes]."""
+
+  num_classes: int = 21
+  backbone: str = "small_cnn"
+  variant: str = "8s"
+  learned_upsampling: bool = True
+  dtype: Any = jnp.float32
+
+  def _up2(self, x: jnp.ndarray, hw: tuple[int, int], name: str) -> jnp.ndarray:
+    if not self.learned_upsampling:
+      return resize_to(x, hw)
+    c = x.shape[-1]
+    y = nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME", use_bias=False, dtype=self.dtype,
+                         kernel_init=lambda *_: jnp.asarray(bilinear_kernel(4, c)), name=name)(x)
+    return y[:, :hw[0], :hw[1]]
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    feats = build_backbone(self.backbone, self.dtype)(x, train)
+    score = lambda f, n: Conv(self.num_classes, (1, 1), dtype=self.dtype, kernel_init=nn.initializers.zeros,  # noqa: E731
+                              name=n)(f)
+    out = score(feats["c5"], "score_c5")
+    skips = {"32s": (), "16s": ("c4",), "8s": ("c4", "c3")}[self.variant]
+    for key in skips:
+      skip = feats[key]
+      out = self._up2(out, skip.shape[1:3], f"up_{key}") + score(skip, f"score_{key}")
+    return resize_to(out, x.shape[1:3]).astype(jnp.float32)

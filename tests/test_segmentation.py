@@ -1,0 +1,69 @@
+"""Segmentation: mIoU against an independent confusion matrix, decoders, and a short training run."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import research.models  # noqa: F401
+from research.core.config import default_config, model_config, task_config
+from research.core.registry import MODELS
+from research.core.train import train_and_evaluate
+from research.evaluation import segmentation as seg_eval
+from research.tasks.segmentation import pixel_cross_entropy
+
+
+def test_miou_matches_sklearn_confusion_matrix_with_ignored_pixels():
+  from sklearn.metrics import confusion_matrix
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 5, (4, 16, 16))
+  labels[rng.random(labels.shape) < 0.1] = 255
+  preds = np.where(rng.random(labels.shape) < 0.6, np.minimum(labels, 4), rng.integers(0, 5, labels.shape))
+  ours = np.asarray(seg_eval.pixel_confusion_matrix(jnp.asarray(labels), jnp.asarray(preds), 5))
+  keep = labels < 5
+  reference = confusion_matrix(labels[keep], preds[keep], labels=range(5))
+  np.testing.assert_array_equal(ours, reference)
+  diag = np.diag(reference)
+  iou = diag / (reference.sum(0) + reference.sum(1) - diag)
+  report = seg_eval.iou_report(ours)
+  assert report["miou"] == pytest.approx(iou.mean())
+  assert report["pixel_accuracy"] == pytest.approx(diag.sum() / reference.sum())
+
+
+def test_pixel_cross_entropy_ignores_255_like_torch():
+  torch = pytest.importorskip("torch")
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(2, 4, 4, 3)).astype(np.float32)
+  labels = rng.integers(0, 3, (2, 4, 4))
+  labels[0, 0, :2] = 255
+  ref = torch.nn.functional.cross_entropy(torch.tensor(logits).permute(0, 3, 1, 2), torch.tensor(labels),
+                                          ignore_index=255)
+  assert float(pixel_cross_entropy(jnp.asarray(logits), jnp.asarray(labels))) == pytest.approx(float(ref), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["fcn32s", "fcn16s", "fcn8s", "unet", "deeplabv3"])
+def test_decoders_output_logits_at_input_resolution(name):
+  model = MODELS.build(name, num_classes=4)
+  x = jnp.zeros((2, 32, 32, 3))
+  variables = model.init(jax.random.PRNGKey(0), x)
+  out, _ = model.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(1)})
+  assert out.shape == (2, 32, 32, 4)
+
+
+def test_fcn8s_trains_on_shapes(data_dir, tmp_path):
+  config = default_config()
+  config.model = model_config("fcn8s")
+  config.dataset.name = "shapes"
+  config.dataset.eval_split = "validation"
+  config.dataset.data_dir = data_dir
+  config.task = task_config("segmentation")
+  config.batch_size = 16
+  config.eval_batch_size = 64  # 300 validation images: 4 full batches and one of 44
+  config.num_train_steps = 6
+  config.log_every_steps = 3
+  config.optimizer.name = "adam"
+  config.optimizer.learning_rate = 1e-3
+  config.compilation_cache_dir = ""
+  result = train_and_evaluate(config, str(tmp_path))
+  assert 0.0 < result["eval/miou"] <= 1.0 and 0.0 < result["eval/pixel_accuracy"] <= 1.0
+  assert "eval/iou/circle" in result
+  assert (tmp_path / "eval" / "step_6" / "masks.png").exists()

@@ -96,12 +96,13 @@ class Trainer:
     os.makedirs(self.workdir, exist_ok=True)
     self.mesh = parallel.make_mesh()
     ds = config.dataset
-    cache = int(ds.cache_mb) << 20
-    self.train_source = datasets.get_data_source(ds.name, ds.train_split, ds.data_dir, cache)
-    self.eval_source = datasets.get_data_source(ds.name, ds.eval_split, ds.data_dir, cache)
+    self.train_source = datasets.get_data_source(ds.name, ds.train_split, ds.data_dir)
+    self.eval_source = datasets.get_data_source(ds.name, ds.eval_split, ds.data_dir)
     self.task = task_cls(config, datasets.get_builder(ds.name, ds.data_dir).info)
-    self.train_source = self.task.wrap_source(self.train_source, ds.train_split)
-    self.eval_source = self.task.wrap_source(self.eval_source, ds.eval_split)
+    # Decoded (and validated) once and held in memory when small enough: config.dataset.cache_mb.
+    cache = int(ds.cache_mb) << 20
+    self.train_source = datasets.maybe_cache(self.task.wrap_source(self.train_source, ds.train_split), cache)
+    self.eval_source = datasets.maybe_cache(self.task.wrap_source(self.eval_source, ds.eval_split), cache)
     self.num_steps = duration_steps(config, len(self.train_source))
     self.local_batch = parallel.local_batch_size(config.batch_size, self.mesh)
     self.eval_batch = int(config.eval_batch_size or config.batch_size)

@@ -101,6 +101,8 @@ class InMemorySource:
 def _nbytes(example: Any) -> int:
   if isinstance(example, dict):
     return sum(_nbytes(v) for v in example.values())
+  if isinstance(example, (list, tuple)):
+    return sum(_nbytes(v) for v in example)
   return int(getattr(example, "nbytes", 64))
 
 
@@ -119,7 +121,11 @@ def get_data_source(name: str, split: str, data_dir: Optional[str] = None,
     raise DatasetNotPreparedError(
         f"dataset {name!r} in {builder.data_dir} is stored as {builder.info.file_format.value}, "
         f"which needs TensorFlow to read; rebuild it with --file_format=array_record")
-  source = builder.as_data_source(split=split)
+  return maybe_cache(builder.as_data_source(split=split), cache_bytes)
+
+
+def maybe_cache(source: Any, cache_bytes: int) -> Any:
+  """`InMemorySource(source)` if its examples (estimated from the first) fit in `cache_bytes`."""
   if cache_bytes and len(source) and len(source) * _nbytes(source[0]) <= cache_bytes:
     return InMemorySource(source)
   return source

@@ -26,7 +26,7 @@ EvalPreprocess = Callable[[Example], Example]
 
 
 def _to_iter(ds: grain.MapDataset, num_workers: int) -> grain.IterDataset:
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=8))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=8))
   if num_workers > 0:
     if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags (library use, no app.run).
       flags.FLAGS.mark_as_parsed()

@@ -7,6 +7,7 @@ override. The step functions are written in the global view: `batch` arrays are 
 """
 from __future__ import annotations
 
+import abc
 import difflib
 import re
 from typing import Any, Dict, List, Optional, Tuple
@@ -52,7 +53,7 @@ def build_registered(registry: Any, section: ConfigDict, where: str, **extra: An
     raise
 
 
-class Task:
+class Task(abc.ABC):
   """Base task. Subclasses set `config_defaults()` and implement the hooks they need.
 
   Attributes:
@@ -108,16 +109,18 @@ class Task:
     dataset onto the canonical layout and replaces unrepairable records. Default: unchanged."""
     return source
 
+  @abc.abstractmethod
   def preprocess_train(self, example: Dict[str, Any], rng: np.random.Generator) -> Dict[str, Any]:
-    raise NotImplementedError
+    """One training example -> dict of fixed-shape numpy arrays (augmentation from `rng`)."""
 
+  @abc.abstractmethod
   def preprocess_eval(self, example: Dict[str, Any]) -> Dict[str, Any]:
-    raise NotImplementedError
+    """One evaluation example -> dict of fixed-shape numpy arrays (deterministic)."""
 
   # --- device-side steps (jitted by the core) ---
+  @abc.abstractmethod
   def init_variables(self, rng: jax.Array, batch: Batch) -> PyTree:
     """Model variables {'params': ..., other collections} from a sample batch."""
-    raise NotImplementedError
 
   def create_state(self, variables: PyTree, tx: optax.GradientTransformation) -> TrainState:
     params = variables["params"]
@@ -126,8 +129,11 @@ class Task:
 
   def loss_fn(self, params: PyTree, model_state: PyTree, batch: Batch, rng: jax.Array
               ) -> Tuple[jax.Array, Tuple[Dict[str, jax.Array], PyTree]]:
-    """(scalar loss, (metrics {name: scalar mean over the batch}, new model_state))."""
-    raise NotImplementedError
+    """(scalar loss, (metrics {name: scalar mean over the batch}, new model_state)).
+
+    Used by the default `train_step`; a task with its own `train_step` (e.g. GANs) need not
+    define it."""
+    raise TypeError(f"{type(self).__name__} defines neither loss_fn nor its own train_step")
 
   def train_step(self, state: TrainState, batch: Batch, rng: jax.Array
                  ) -> Tuple[TrainState, Dict[str, jax.Array]]:
@@ -137,10 +143,10 @@ class Task:
     state = state.apply_gradients(grads, model_state)
     return state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
 
+  @abc.abstractmethod
   def eval_step(self, state: TrainState, batch: Batch) -> Tuple[Sums, Optional[PyTree]]:
     """Metric (sum, count) pairs over the batch, weighted by batch['mask'], and optional
     per-example outputs for `finalize_eval` (None when sums are enough)."""
-    raise NotImplementedError
 
   def predict(self, state: TrainState, batch: Batch) -> Optional[PyTree]:
     """Per-example predictions for a batch (jitted by the core), for pictures; None: no pictures."""

@@ -1,0 +1,19 @@
+"""Reference baseline: VGG-16 on ImageNet, 71.592% top-1 (torchvision's IMAGENET1K_V1 weights).
+
+The number is torchvision's published accuracy of torchvision.models.vgg16 on the ILSVRC-2012
+validation set (single 224x224 centre crop of the image resized to 256); top-5 90.382%.
+Needs imagenet2012 prepared in data_dir, and days of GPU time: run it on a cluster
+(--launcher=slurm).
+"""
+from research.sweeps import Baseline, Experiment, SlurmResources
+
+
+def get_experiment() -> Experiment:
+  return Experiment(
+      name="vgg16_imagenet",
+      config="configs/vgg16_imagenet.py",
+      metric="eval/accuracy",
+      baseline=Baseline(
+          metric="eval/accuracy", expected=71.592 / 100, tolerance=0.005, note="71.592% top-1",
+          source="torchvision.models.vgg16, IMAGENET1K_V1 weights, documented accuracy"),
+      slurm=SlurmResources(nodes=1, gpus_per_node=8, cpus_per_task=12, time_min=72 * 60, mem_gb=256))

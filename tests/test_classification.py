@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from research.core.checkpoint import load_variables
+from research.core.metrics import read_metrics
 from research.core.config import default_config
 from research.core.optim import build_optimizer, build_schedule
 from research.core.registry import MODELS
@@ -136,6 +137,11 @@ def test_predict_script_draws_predictions(data_dir, tmp_path):
   picture = np.asarray(Image.open(tmp_path / "pics" / "test_predictions.png"))
   assert picture.ndim == 3 and picture.shape[2] == 3 and picture.std() > 0
   assert (tmp_path / "run" / "eval" / "step_2" / "predictions.png").exists()
+  out = subprocess.run([sys.executable, f"{root}/scripts/evaluate.py", "--workdir", workdir],
+                       capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert out.returncode == 0, out.stderr[-2000:]
+  stored = [r for r in read_metrics(workdir) if "eval/accuracy" in r][-1]["eval/accuracy"]
+  assert f"test/accuracy: {stored:.6g}" in out.stdout
 
 
 def test_fast_pooling_matches_flax():

@@ -1,0 +1,50 @@
+"""Evaluate a run's latest checkpoint on a split:  python scripts/evaluate.py --workdir runs/X [--split test]
+
+Prints the task's metrics (the same as the run logs at eval time) and writes them, with the task's
+artifacts, to WORKDIR/evaluate_<split>_step_<N>.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+import research.models  # noqa: E402,F401
+import research.tasks  # noqa: E402,F401
+from research.core import parallel  # noqa: E402
+from research.core.runs import load_config  # noqa: E402
+from research.core.train import Trainer  # noqa: E402
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
+_SPLIT = flags.DEFINE_string("split", "", "Split (default: the run's eval split).")
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+  del argv
+  config = load_config(_WORKDIR.value)
+  if _SPLIT.value:
+    config.dataset.eval_split = _SPLIT.value
+  trainer = Trainer(config, _WORKDIR.value)
+  step = trainer.checkpointer.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"{_WORKDIR.value} has no checkpoint to evaluate")
+  accum = parallel.replicate(trainer.zero_accum, trainer.mesh)
+  restored, _ = trainer.checkpointer.restore(step, {"state": trainer.state, "accum": accum})
+  scalars, artifacts = trainer.evaluate(restored["state"])
+  trainer.checkpointer.close()
+  artifacts.pop("images", None)
+  path = os.path.join(_WORKDIR.value, f"evaluate_{config.dataset.eval_split}_step_{step}.json")
+  with open(path, "w") as f:
+    json.dump({"step": step, "split": config.dataset.eval_split, "metrics": scalars, **artifacts}, f, indent=1)
+  for k, v in scalars.items():
+    print(f"{config.dataset.eval_split}/{k}: {v:.6g}")
+  print("wrote", path)
+
+
+if __name__ == "__main__":
+  app.run(main)

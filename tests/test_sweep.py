@@ -184,7 +184,8 @@ def test_sweep_killed_and_restarted_end_to_end(tmp_path, data_dir):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # 1 CPU device per trial
   env["JAX_PLATFORMS"] = "cpu"
   command = [sys.executable, os.path.join(ROOT, "scripts", "sweep.py"), str(experiment_file),
-             f"--sweep_dir={sweep_dir}", "--parallel=1", "--set=compilation_cache_dir=",
+             f"--sweep_dir={sweep_dir}", "--parallel=1",
+             f"--set=compilation_cache_dir={tmp_path / 'jax_cache'}",  # this test's own cache
              f"--set=dataset.data_dir={data_dir}"]
   sweep = SweepDir(sweep_dir)
   proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,

@@ -2,7 +2,7 @@
 
 An experiment file (experiments/X.py) defines `get_experiment() -> Experiment`:
 
-    from research.sweeps import Experiment, grid, loguniform, random_axis
+    from research.sweeps import Experiment, grid
 
     def get_experiment():
       return Experiment(

@@ -163,8 +163,9 @@ def baseline_lines(experiment: Experiment, rows: Sequence[Row]) -> List[str]:
       [[b.metric, expected, f"{b.tolerance:.4f}", reached, best, verdict, b.source]])
 
 
-def write_csv(path: str, rows: Sequence[Row], metric: str) -> None:
-  """One line per trial: id, name, status, workdir, every override, every final metric."""
+def write_csv(path: str, rows: Sequence[Row], metric: str, sweep_path: str) -> None:
+  """One line per trial: id, name, status, workdir (relative to the sweep directory), every
+  override, every final metric."""
   fields: List[str] = []
   for row in rows:
     fields += [k for k in row.trial.overrides if k not in fields]
@@ -173,7 +174,7 @@ def write_csv(path: str, rows: Sequence[Row], metric: str) -> None:
     writer = csv.writer(f)
     writer.writerow(["id", "name", "status", "workdir", "seconds", *fields, "step", *metrics])
     for r in rows:
-      writer.writerow([r.trial.id, r.trial.name, r.status, r.workdir,
+      writer.writerow([r.trial.id, r.trial.name, r.status, os.path.relpath(r.workdir, sweep_path),
                        "" if r.seconds is None else f"{r.seconds:.1f}",
                        *[format_value(r.trial.overrides[f]) if f in r.trial.overrides else ""
                          for f in fields],
@@ -249,7 +250,7 @@ def write_report(experiment: Experiment, sweep: SweepDir,
   os.makedirs(out_dir, exist_ok=True)
   rows = collect(sweep)
   paths = {"csv": os.path.join(out_dir, "report.csv")}
-  write_csv(paths["csv"], rows, experiment.metric)
+  write_csv(paths["csv"], rows, experiment.metric, sweep.path)
   plots = []
   for kind, plot in (("curves", plot_curves), ("hparams", plot_vs_hparams)):
     path = os.path.join(out_dir, f"{kind}.png")

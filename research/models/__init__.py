@@ -1,4 +1,4 @@
 """Model families; importing this package registers every model in research.core.registry.MODELS."""
-from research.models.classifiers import lenet  # noqa: F401
+from research.models import classifiers  # noqa: F401
 from research.models import segmentation  # noqa: F401,E402
 from research.models import gan  # noqa: F401,E402

@@ -1,0 +1,40 @@
+"""ResNets: parameter counts equal torchvision's / the paper's, forward shapes, backbone features."""
+import jax
+import jax.numpy as jnp
+import pytest
+
+import research.models  # noqa: F401
+from research.core.registry import BACKBONES, MODELS
+from research.core.state import count_params
+
+
+def _count(name, size, **kw):
+  model = MODELS.build(name, **kw)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)))
+  return count_params(shapes["params"])
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_imagenet_resnet_parameter_counts_equal_torchvision(name):
+  torchvision = pytest.importorskip("torchvision")
+  expected = sum(p.numel() for p in getattr(torchvision.models, name)(weights=None).parameters())
+  assert _count(name, 64, num_classes=1000) == expected
+
+
+def test_cifar_resnet_parameter_counts():
+  assert _count("resnet20", 32) == 269_722  # He et al. 2016: 0.27M (option A)
+  assert _count("resnet20", 32, shortcut="B") == 272_474
+  assert _count("resnet56", 32) == 853_018  # 0.85M
+
+
+def test_resnet18_cifar_and_backbone_features():
+  model = MODELS.build("resnet20", num_classes=10)
+  x = jnp.zeros((2, 32, 32, 3))
+  variables = model.init(jax.random.PRNGKey(0), x)
+  logits, state = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  assert logits.shape == (2, 10) and "batch_stats" in state
+  backbone = BACKBONES.build("resnet18")
+  feats = jax.eval_shape(lambda x: backbone.apply(backbone.init(jax.random.PRNGKey(0), x), x), jnp.zeros((1, 64, 64, 3)))
+  assert {k: v.shape[1:3] for k, v in feats.items()} == {"c2": (16, 16), "c3": (8, 8), "c4": (4, 4), "c5": (2, 2)}
+  assert jax.eval_shape(lambda x: MODELS.build("resnet18_cifar", num_classes=10).init_with_output(
+      jax.random.PRNGKey(0), x)[0], jnp.zeros((1, 32, 32, 3))).shape == (1, 10)

@@ -111,8 +111,10 @@ def markdown(experiment: Experiment, rows: Sequence[Row], plots: Sequence[str] =
   counts: Dict[str, int] = {}
   for row in rows:
     counts[row.status] = counts.get(row.status, 0) + 1
-  lines = [f"# Sweep {experiment.name}", "",
-           f"Config `{experiment.config}`; {len(rows)} trials ("
+  lines = [f"# Sweep {experiment.name}", ""]
+  if experiment.description:
+    lines += [experiment.description, ""]
+  lines += [f"Config `{experiment.config}`; {len(rows)} trials ("
            + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")."]
   if common:
     lines += ["", "Common overrides: " + ", ".join(f"`{k}={format_value(v)}`" for k, v in common.items())]

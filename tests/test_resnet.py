@@ -38,3 +38,19 @@ def test_resnet18_cifar_and_backbone_features():
   assert {k: v.shape[1:3] for k, v in feats.items()} == {"c2": (16, 16), "c3": (8, 8), "c4": (4, 4), "c5": (2, 2)}
   assert jax.eval_shape(lambda x: MODELS.build("resnet18_cifar", num_classes=10).init_with_output(
       jax.random.PRNGKey(0), x)[0], jnp.zeros((1, 32, 32, 3))).shape == (1, 10)
+
+
+@pytest.mark.parametrize("name,size", [("vgg16", 32), ("vgg11_bn", 32), ("alexnet", 224)])
+def test_vgg_alexnet_parameter_counts_equal_torchvision(name, size):
+  torchvision = pytest.importorskip("torchvision")
+  expected = sum(p.numel() for p in getattr(torchvision.models, name)(weights=None).parameters())
+  assert _count(name, size, num_classes=1000) == expected
+
+
+def test_adaptive_avg_pool_matches_torch():
+  torch = pytest.importorskip("torch")
+  import numpy as np
+  from research.models.classifiers.vgg import adaptive_avg_pool
+  x = np.random.default_rng(0).normal(size=(2, 13, 10, 3)).astype(np.float32)
+  ref = torch.nn.functional.adaptive_avg_pool2d(torch.tensor(x).permute(0, 3, 1, 2), 6).permute(0, 2, 3, 1)
+  np.testing.assert_allclose(adaptive_avg_pool(jnp.asarray(x), 6), ref.numpy(), rtol=1e-5, atol=1e-6)

@@ -1,2 +1,2 @@
 """Classifier zoo (registered in MODELS; ResNets also in BACKBONES)."""
-from research.models.classifiers import lenet, resnet  # noqa: F401
+from research.models.classifiers import lenet, resnet, vgg  # noqa: F401

@@ -112,18 +112,24 @@ def test_freeze_keeps_matching_parameters_fixed():
   assert float(jnp.abs(updates["fc"]["kernel"]).sum()) > 0.0
 
 
-def test_init_from_transfers_backbone_and_reinitializes_new_head(data_dir, tmp_path):
+def test_transfer_from_digits_to_shapes_with_new_head_and_frozen_backbone(data_dir, tmp_path):
   source = small_config(data_dir, steps=4)
   train_and_evaluate(source, str(tmp_path / "source"))
-  target = small_config(data_dir, steps=2)
-  target.task.num_classes = 12  # a different head: its shape no longer matches
+  target = small_config(data_dir, steps=3)
+  target.dataset.name = "shapes"             # another built-in dataset: 3 classes, RGB 64x64
+  target.task.channels = 1                   # fed to LeNet-5 as 28x28 grey
+  target.task.image_size = 28
   target.init_from.workdir = str(tmp_path / "source")
   target.optimizer.freeze = ("^conv", "^fc1", "^fc2")
+  target.checkpoint_every_steps = 1
   train_and_evaluate(target, str(tmp_path / "target"))
   before, after = load_variables(str(tmp_path / "source")), load_variables(str(tmp_path / "target"))
   for layer in ("conv1", "conv2", "fc1", "fc2"):  # loaded and frozen: identical
     np.testing.assert_array_equal(before["params"][layer]["kernel"], after["params"][layer]["kernel"])
-  assert after["params"]["fc3"]["kernel"].shape == (84, 12)
+  head = after["params"]["fc3"]["kernel"]
+  assert head.shape == (84, 3)  # the new head, re-initialized ...
+  early = load_variables(str(tmp_path / "target" / "checkpoints" / "1"))["params"]["fc3"]["kernel"]
+  assert not np.array_equal(head, early)  # ... and trained
 
 
 def test_predict_script_draws_predictions(data_dir, tmp_path):

@@ -385,3 +385,22 @@ def adapt(dataset: str, example: Example) -> Example:
   if base not in ADAPTERS:
     raise ValueError(f"no adapter for dataset {dataset!r}; known: {', '.join(sorted(ADAPTERS))}")
   return ADAPTERS[base](example)
+
+
+def prepare_image(image: np.ndarray, channels: int = 0, size: int = 0) -> np.ndarray:
+  """uint8 image [H, W] or [H, W, C] -> uint8 [size, size, channels] for whole-image tasks.
+
+  channels: 0 keeps C; 1 averages RGB to grey; 3 repeats grey to RGB. size: 0 keeps H x W, else
+  a bilinear resize to size x size.
+  """
+  image = np.asarray(image)
+  if image.ndim == 2:
+    image = image[..., None]
+  if channels == 3 and image.shape[-1] == 1:
+    image = np.repeat(image, 3, axis=-1)
+  elif channels == 1 and image.shape[-1] == 3:
+    image = image.mean(axis=-1, keepdims=True).astype(np.uint8)
+  if size and image.shape[:2] != (size, size):
+    image = np.stack([np.asarray(Image.fromarray(image[..., c]).resize((size, size), Image.BILINEAR))
+                      for c in range(image.shape[-1])], axis=-1)
+  return image

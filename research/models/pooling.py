@@ -8,32 +8,31 @@ are equal except at ties inside a window, where the reshape form splits the grad
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 
-def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int] | None = None,
-             padding: str = "VALID") -> jax.Array:
-  """x [N, H, W, C] -> [N, H', W', C], as nn.max_pool(x, window, strides, padding)."""
+def _pool(x: jax.Array, window: Sequence[int], strides: Sequence[int] | None, padding: str,
+          reduce: Callable[..., jax.Array], fallback: Callable[..., jax.Array]) -> jax.Array:
   strides = tuple(strides or window)
   wh, ww = window
   if tuple(window) == strides and padding == "VALID":
     n, h, w, c = x.shape
     ho, wo = h // wh, w // ww
-    return x[:, :ho * wh, :wo * ww].reshape(n, ho, wh, wo, ww, c).max(axis=(2, 4))
-  return nn.max_pool(x, tuple(window), strides=strides, padding=padding)
+    return reduce(x[:, :ho * wh, :wo * ww].reshape(n, ho, wh, wo, ww, c), axis=(2, 4))
+  return fallback(x, tuple(window), strides=strides, padding=padding)
+
+
+def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int] | None = None,
+             padding: str = "VALID") -> jax.Array:
+  """x [N, H, W, C] -> [N, H', W', C], as nn.max_pool(x, window, strides, padding)."""
+  return _pool(x, window, strides, padding, jnp.max, nn.max_pool)
 
 
 def avg_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int] | None = None,
              padding: str = "VALID") -> jax.Array:
   """x [N, H, W, C] -> [N, H', W', C], as nn.avg_pool (same fast path as max_pool)."""
-  strides = tuple(strides or window)
-  wh, ww = window
-  if tuple(window) == strides and padding == "VALID":
-    n, h, w, c = x.shape
-    ho, wo = h // wh, w // ww
-    return x[:, :ho * wh, :wo * ww].reshape(n, ho, wh, wo, ww, c).mean(axis=(2, 4))
-  return nn.avg_pool(x, tuple(window), strides=strides, padding=padding)
+  return _pool(x, window, strides, padding, jnp.mean, nn.avg_pool)

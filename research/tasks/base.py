@@ -118,9 +118,21 @@ class Task(abc.ABC):
     """One evaluation example -> dict of fixed-shape numpy arrays (deterministic)."""
 
   # --- device-side steps (jitted by the core) ---
-  @abc.abstractmethod
   def init_variables(self, rng: jax.Array, batch: Batch) -> PyTree:
-    """Model variables {'params': ..., other collections} from a sample batch."""
+    """Model variables {'params': ..., other collections} from a sample batch (default: the model
+    called on batch['image'])."""
+    params_rng, dropout_rng = jax.random.split(rng)
+    return self.model.init({"params": params_rng, "dropout": dropout_rng}, batch["image"], train=False)
+
+  def apply_model(self, params: PyTree, model_state: PyTree, inputs: jax.Array, train: bool,
+                  rng: Optional[jax.Array] = None) -> Tuple[Any, PyTree]:
+    """(model output, new model_state): in training with dropout from `rng` and the mutable
+    collections (BatchNorm statistics) updated; in evaluation the state is returned unchanged."""
+    variables = {"params": params, **model_state}
+    if train:
+      return self.model.apply(variables, inputs, train=True, rngs={"dropout": rng},
+                              mutable=list(model_state.keys()))
+    return self.model.apply(variables, inputs, train=False), model_state
 
   def create_state(self, variables: PyTree, tx: optax.GradientTransformation) -> TrainState:
     params = variables["params"]

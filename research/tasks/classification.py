@@ -12,10 +12,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from PIL import Image
 from ml_collections import ConfigDict
 
 from research.core.registry import TASKS
+from research.data import preprocess
 from research.evaluation import classification as cls_eval
 from research.tasks.base import Batch, PyTree, Sums, Task
 from research.viz.grid import image_grid, to_uint8
@@ -64,19 +64,7 @@ class ClassificationTask(Task):
 
   # --- host-side preprocessing ---
   def _image(self, example: Dict[str, Any]) -> np.ndarray:
-    image = np.asarray(example[self.cfg.image_key])
-    if image.ndim == 2:
-      image = image[..., None]
-    if self.cfg.channels == 3 and image.shape[-1] == 1:
-      image = np.repeat(image, 3, axis=-1)
-    elif self.cfg.channels == 1 and image.shape[-1] == 3:
-      image = image.mean(axis=-1, keepdims=True)
-    if self.cfg.image_size and image.shape[:2] != (self.cfg.image_size,) * 2:
-      size = int(self.cfg.image_size)
-      chans = [np.asarray(Image.fromarray(image[..., c].astype(np.uint8)).resize(
-          (size, size), Image.BILINEAR)) for c in range(image.shape[-1])]
-      image = np.stack(chans, axis=-1)
-    return image
+    return preprocess.prepare_image(example[self.cfg.image_key], self.cfg.channels, int(self.cfg.image_size))
 
   def _normalize(self, image: np.ndarray) -> np.ndarray:
     """uint8 -> float32 (image / 255 - mean) / std, as image * scale + shift."""
@@ -106,22 +94,9 @@ class ClassificationTask(Task):
     return {"image": self._normalize(image), "label": np.int32(example[self.cfg.label_key])}
 
   # --- device-side steps ---
-  def init_variables(self, rng: jax.Array, batch: Batch) -> PyTree:
-    params_rng, dropout_rng = jax.random.split(rng)
-    return self.model.init({"params": params_rng, "dropout": dropout_rng}, batch["image"], train=False)
-
-  def _apply(self, params: PyTree, model_state: PyTree, images: jax.Array, train: bool,
-             rng: Optional[jax.Array] = None) -> Tuple[Any, PyTree]:
-    variables = {"params": params, **model_state}
-    if train:
-      out, new_state = self.model.apply(variables, images, train=True, rngs={"dropout": rng},
-                                        mutable=list(model_state.keys()))
-      return out, new_state
-    return self.model.apply(variables, images, train=False), model_state
-
   def loss_fn(self, params: PyTree, model_state: PyTree, batch: Batch, rng: jax.Array
               ) -> Tuple[jax.Array, Tuple[Dict[str, jax.Array], PyTree]]:
-    out, new_state = self._apply(params, model_state, batch["image"], True, rng)
+    out, new_state = self.apply_model(params, model_state, batch["image"], True, rng)
     logits = out["logits"] if isinstance(out, dict) else out
     labels = batch["label"]
     loss = softmax_cross_entropy(logits, labels, self.cfg.label_smoothing).mean()
@@ -135,7 +110,7 @@ class ClassificationTask(Task):
     return loss, (metrics, new_state)
 
   def eval_step(self, state, batch: Batch) -> Tuple[Sums, Optional[PyTree]]:
-    out, _ = self._apply(state.params, state.model_state, batch["image"], False)
+    out, _ = self.apply_model(state.params, state.model_state, batch["image"], False)
     logits = (out["logits"] if isinstance(out, dict) else out).astype(jnp.float32)
     labels, mask = batch["label"], batch["mask"]
     count = mask.sum()
@@ -153,7 +128,7 @@ class ClassificationTask(Task):
 
   def predict(self, state, batch: Batch) -> jax.Array:
     """Predicted class ids [N]."""
-    out, _ = self._apply(state.params, state.model_state, batch["image"], False)
+    out, _ = self.apply_model(state.params, state.model_state, batch["image"], False)
     return jnp.argmax(out["logits"] if isinstance(out, dict) else out, -1)
 
   def visualize(self, batch: Dict[str, np.ndarray], predictions: np.ndarray) -> Dict[str, np.ndarray]:

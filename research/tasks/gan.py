@@ -27,11 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from ml_collections import ConfigDict
-from PIL import Image
 
 from research.core.config import ConfigError
 from research.core.registry import MODELS, TASKS
 from research.core.state import TrainState
+from research.data import preprocess
 from research.evaluation.gan import frechet_distance
 from research.tasks.base import Batch, PyTree, Sums, Task, build_registered
 from research.viz.grid import image_grid
@@ -99,17 +99,7 @@ class GANTask(Task):
 
   # --- data: uint8 images -> float [-1, 1] ---
   def _image(self, example: Dict[str, Any]) -> np.ndarray:
-    image = np.asarray(example[self.cfg.image_key])
-    if image.ndim == 2:
-      image = image[..., None]
-    if self.cfg.channels == 3 and image.shape[-1] == 1:
-      image = np.repeat(image, 3, -1)
-    elif self.cfg.channels == 1 and image.shape[-1] == 3:
-      image = image.mean(-1, keepdims=True).astype(np.uint8)
-    if self.cfg.image_size and image.shape[:2] != (self.cfg.image_size,) * 2:
-      size = int(self.cfg.image_size)
-      image = np.stack([np.asarray(Image.fromarray(image[..., c]).resize((size, size), Image.BILINEAR))
-                        for c in range(image.shape[-1])], -1)
+    image = preprocess.prepare_image(example[self.cfg.image_key], self.cfg.channels, int(self.cfg.image_size))
     return (image.astype(np.float32) / 127.5 - 1.0).astype(np.float32)
 
   def preprocess_train(self, example: Dict[str, Any], rng: np.random.Generator) -> Dict[str, Any]:

@@ -85,20 +85,8 @@ class SegmentationTask(Task):
     return self._finish(example)
 
   # --- device-side steps ---
-  def init_variables(self, rng: jax.Array, batch: Batch) -> PyTree:
-    params_rng, dropout_rng = jax.random.split(rng)
-    return self.model.init({"params": params_rng, "dropout": dropout_rng}, batch["image"], train=False)
-
-  def _logits(self, params: PyTree, model_state: PyTree, images: jax.Array, train: bool,
-              rng: Optional[jax.Array] = None) -> Tuple[Any, PyTree]:
-    variables = {"params": params, **model_state}
-    if train:
-      return self.model.apply(variables, images, train=True, rngs={"dropout": rng},
-                              mutable=list(model_state.keys()))
-    return self.model.apply(variables, images, train=False), model_state
-
   def loss_fn(self, params, model_state, batch: Batch, rng: jax.Array):
-    out, new_state = self._logits(params, model_state, batch["image"], True, rng)
+    out, new_state = self.apply_model(params, model_state, batch["image"], True, rng)
     logits = out["logits"] if isinstance(out, dict) else out
     labels = batch["segmentation"]
     loss = pixel_cross_entropy(logits, labels, self.cfg.ignore_label)
@@ -110,7 +98,7 @@ class SegmentationTask(Task):
     return loss, (metrics, new_state)
 
   def eval_step(self, state, batch: Batch) -> Tuple[Sums, Optional[PyTree]]:
-    out, _ = self._logits(state.params, state.model_state, batch["image"], False)
+    out, _ = self.apply_model(state.params, state.model_state, batch["image"], False)
     logits = out["logits"] if isinstance(out, dict) else out
     labels, example_mask = batch["segmentation"], batch["mask"]
     pred = jnp.argmax(logits, -1)
@@ -139,7 +127,7 @@ class SegmentationTask(Task):
     return names if len(names) == self.num_classes else [str(i) for i in range(self.num_classes)]
 
   def predict(self, state, batch: Batch) -> jax.Array:
-    out, _ = self._logits(state.params, state.model_state, batch["image"], False)
+    out, _ = self.apply_model(state.params, state.model_state, batch["image"], False)
     return jnp.argmax(out["logits"] if isinstance(out, dict) else out, -1)
 
   def visualize(self, batch: Dict[str, np.ndarray], predictions: np.ndarray) -> Dict[str, np.ndarray]:

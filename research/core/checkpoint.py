@@ -89,15 +89,22 @@ def _flatten(tree: PyTree) -> Dict[str, Any]:
   return flat
 
 
-def merge_pretrained(fresh: PyTree, pretrained: PyTree, reinit: Sequence[str] = ()
-                     ) -> Tuple[PyTree, Dict[str, list]]:
+def merge_pretrained(fresh: PyTree, pretrained: PyTree, reinit: Sequence[str] = (),
+                     rename: Sequence[Tuple[str, str]] = ()) -> Tuple[PyTree, Dict[str, list]]:
   """Transfer learning: take each leaf of `fresh` from `pretrained` where the path and shape match.
 
-  Leaves whose path matches a regex in `reinit`, that are missing from `pretrained`, or whose
-  shape differs (a new classification head) keep their fresh initialization.
+  `rename` holds (regex, replacement) pairs applied in order to the pretrained '/'-joined paths
+  before matching (to load a classifier into a composite model's 'backbone' scope). Leaves whose
+  path matches a regex in `reinit`, that are missing from `pretrained`, or whose shape differs (a
+  new classification head) keep their fresh initialization. Nothing matching at all is an error
+  (a wrong workdir or a missing rename), naming a path from each side.
   Returns (merged tree, {'loaded': [...], 'reinitialized': [...]}) with '/'-joined paths.
   """
-  loaded_flat = _flatten(pretrained)
+  loaded_flat = {}
+  for name, leaf in _flatten(pretrained).items():
+    for pattern, replacement in rename:
+      name = re.sub(pattern, replacement, name)
+    loaded_flat[name] = leaf
   regexes = [re.compile(r) for r in reinit]
   report: Dict[str, list] = {"loaded": [], "reinitialized": []}
 
@@ -111,6 +118,11 @@ def merge_pretrained(fresh: PyTree, pretrained: PyTree, reinit: Sequence[str] = 
     return jax.numpy.asarray(other, dtype=leaf.dtype)
 
   merged = jax.tree_util.tree_map_with_path(pick, fresh)
+  if not report["loaded"] and loaded_flat:
+    ours = report["reinitialized"][0] if report["reinitialized"] else None
+    raise ValueError(
+        f"config.init_from: no parameter of the other run matches this model (e.g. theirs "
+        f"{next(iter(loaded_flat))!r}, ours {ours!r}); map the paths with config.init_from.rename")
   logging.info("init_from: loaded %d arrays, kept %d fresh: %s", len(report["loaded"]),
                len(report["reinitialized"]), report["reinitialized"])
   return merged, report

@@ -65,6 +65,7 @@ def default_config() -> ConfigDict:
   c.optimizer.warmup_steps = 0
   c.optimizer.boundaries = (0.5, 0.75)
   c.optimizer.decay_factor = 0.1
+  c.optimizer.power = 0.9        # Exponent of the 'poly' schedule.
   c.optimizer.weight_decay = 0.0
   c.optimizer.weight_decay_on = "all"
   c.optimizer.grad_clip_norm = 0.0
@@ -76,6 +77,10 @@ def default_config() -> ConfigDict:
   c.init_from.workdir = ""     # A workdir (its latest checkpoint) or a checkpoint step directory.
   c.init_from.collections = ("params", "batch_stats")
   c.init_from.reinit = ()      # Regexes over parameter paths to keep freshly initialized (the head).
+  # (regex, replacement) pairs applied in order to the other run's '/'-joined paths
+  # ('params/conv1/kernel') before matching: e.g. (('^(params|batch_stats)/', r'\1/backbone/'),)
+  # loads a classifier into a detector's or segmenter's backbone.
+  c.init_from.rename = ()
   return c
 
 

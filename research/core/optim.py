@@ -3,8 +3,9 @@
 Config fields (all under `config.optimizer`):
   name: 'sgd' (with `momentum`, `nesterov`), 'adam', 'adamw', 'rmsprop'.
   learning_rate: peak learning rate.
-  schedule: 'constant', 'cosine', 'linear' (to 0) or 'step' (multiply by `decay_factor` at each
-    of `boundaries`, given as fractions of the run in (0, 1)).
+  schedule: 'constant', 'cosine', 'linear' (to 0), 'poly' (lr (1 - t / T) ** `power`, DeepLab's
+    'poly' policy with power 0.9) or 'step' (multiply by `decay_factor` at each of `boundaries`,
+    given as fractions of the run in (0, 1)).
   warmup_steps: linear warm-up from 0 to the peak, before the schedule.
   weight_decay: for sgd/adam/rmsprop the coupled L2 term added to the gradient (as
     torch.optim.SGD's weight_decay); for adamw the decoupled decay.
@@ -39,6 +40,8 @@ def build_schedule(cfg: ConfigDict, num_train_steps: int) -> optax.Schedule:
     main = optax.cosine_decay_schedule(lr, decay_steps)
   elif kind == "linear":
     main = optax.linear_schedule(lr, 0.0, decay_steps)
+  elif kind == "poly":
+    main = optax.polynomial_schedule(lr, 0.0, float(cfg.get("power", 0.9)), decay_steps)
   elif kind == "step":
     boundaries = cfg.get("boundaries", (0.5, 0.75))
     factor = float(cfg.get("decay_factor", 0.1))
@@ -46,7 +49,7 @@ def build_schedule(cfg: ConfigDict, num_train_steps: int) -> optax.Schedule:
         lr, {int(b * num_train_steps) - warmup: factor for b in boundaries})
   else:
     raise ValueError(f"config.optimizer.schedule: unknown schedule {kind!r}; "
-                     "known: constant, cosine, linear, step")
+                     "known: constant, cosine, linear, poly, step")
   if warmup <= 0:
     return main
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])

@@ -134,7 +134,7 @@ class Trainer:
     pretrained = load_variables(cfg.workdir)
     fresh = {"params": state.params, **state.model_state}
     wanted = {k: v for k, v in pretrained.items() if k in tuple(cfg.collections)}
-    merged, _ = merge_pretrained(fresh, wanted, tuple(cfg.reinit))
+    merged, _ = merge_pretrained(fresh, wanted, tuple(cfg.reinit), tuple(tuple(r) for r in cfg.rename))
     merged = parallel.replicate(merged, self.mesh)
     params = merged.pop("params")
     return jax.jit(lambda p, ms: self.task.create_state({"params": p, **ms}, self.tx),

@@ -370,8 +370,15 @@ def from_shapes(example: Example) -> Example:
   return example
 
 
+def from_voc2012_segmentation(example: Example) -> Example:
+  """voc2012_segmentation (this repository's builder): already canonical (image, image/id,
+  segmentation_mask with 0 background, class + 1 on objects, 255 boundary); image/filename kept."""
+  return example
+
+
 ADAPTERS: Dict[str, Callable[[Example], Example]] = {
     "shapes": from_shapes,
+    "voc2012_segmentation": from_voc2012_segmentation,
     "coco": from_coco,
     "coco_captions": from_coco_captions,
     "voc": from_voc,

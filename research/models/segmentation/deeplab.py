@@ -51,7 +51,7 @@ class DeepLabV3(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    feats = build_backbone(self.backbone, self.dtype)(x, train)
+    feats = build_backbone(self.backbone, self.dtype, name="backbone")(x, train)
     f = feats[{8: "c3", 16: "c4"}[self.output_stride]]
     y = ASPP(self.aspp_features, tuple(self.rates), dtype=self.dtype, name="aspp")(f, train)
     y = ConvBNReLU(self.aspp_features, dtype=self.dtype, name="head")(y, train)

@@ -50,8 +50,8 @@ class SmallEncoder(nn.Module):
     return feats
 
 
-def build_backbone(name: str, dtype: Any) -> nn.Module:
-  """A registered backbone by name (its `dtype` set when it has one)."""
+def build_backbone(name: str, dtype: Any, **kwargs: Any) -> nn.Module:
+  """A registered backbone by name with `kwargs` (its `dtype` set when it has one)."""
   ctor = BACKBONES.get(name)
   fields = getattr(getattr(ctor, "fn", ctor), "__dataclass_fields__", {})
-  return ctor(dtype=dtype) if "dtype" in fields else ctor()
+  return ctor(dtype=dtype, **kwargs) if "dtype" in fields else ctor(**kwargs)

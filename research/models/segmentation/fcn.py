@@ -56,7 +56,7 @@ class FCN(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    feats = build_backbone(self.backbone, self.dtype)(x, train)
+    feats = build_backbone(self.backbone, self.dtype, name="backbone")(x, train)
     score = lambda f, n: Conv(self.num_classes, (1, 1), dtype=self.dtype, kernel_init=nn.initializers.zeros,  # noqa: E731
                               name=n)(f)
     out = score(feats["c5"], "score_c5")

@@ -1,8 +1,10 @@
 """Dataset access by TFDS name: built-in offline datasets, prepared real datasets, clear errors.
 
-A dataset is named as in the TFDS catalog ('mnist', 'cifar10', 'voc/2007', 'coco/2017') or is one
-of the built-in offline datasets ('digits', 'shapes', 'shapes/128'), and is read from `data_dir`
-with `tfds.data_source` (random access, array_record, no TensorFlow). Built-in datasets are
+A dataset is named as in the TFDS catalog ('mnist', 'cifar10', 'voc/2007', 'coco/2017'), is one
+of the built-in offline datasets ('digits', 'shapes', 'shapes/128'), or is a real dataset whose
+builder lives here and reads the user's files ('voc2012_segmentation'); it is read from `data_dir`
+with `tfds.data_source` (random access, array_record, no TensorFlow); FILE_DATASETS are read from
+a local file instead ('text': the text file named by data_dir). Built-in datasets are
 generated into `data_dir` the first time they are asked for; a real dataset that is not prepared
 raises `DatasetNotPreparedError` with the command that prepares it. Nothing is ever downloaded
 implicitly.
@@ -23,9 +25,23 @@ BUILTIN = {
     "shapes": "research.data.builders.shapes",
 }
 
+# Real datasets not in the TFDS catalog, built by a builder of this repository from files the user
+# has: TFDS name -> module defining (and so registering) its builder.
+OFFLINE_BUILDERS = {
+    "voc2012_segmentation": "research.data.builders.voc_segmentation",
+}
+
+# Datasets read from a local file (data_dir names it), not TFDS: name -> module whose
+# `builder(data_dir)` has `info` and `as_data_source(split)`.
+FILE_DATASETS = {
+    "text": "research.data.text",
+}
+
 # Real datasets that can be prepared without network from files the user has.
 OFFLINE_PREPARERS = {
     "mnist": "python scripts/prepare_data.py mnist --idx_dir DIR_WITH_THE_4_IDX_GZ_FILES --data_dir {data_dir}",
+    "voc2012_segmentation": "python scripts/prepare_data.py voc2012_segmentation "
+                            "--voc_dir DIR_WITH_VOCdevkit --data_dir {data_dir}",
 }
 
 
@@ -57,8 +73,10 @@ def _build_lock(data_dir: str, name: str):
 
 def get_builder(name: str, data_dir: Optional[str] = None) -> tfds.core.DatasetBuilder:
   """The prepared TFDS builder for `name` in `data_dir`, generating built-in datasets on demand."""
-  data_dir = default_data_dir(data_dir)
   base = _base_name(name)
+  if base in FILE_DATASETS:
+    return importlib.import_module(FILE_DATASETS[base]).builder(data_dir or None)
+  data_dir = default_data_dir(data_dir)
   if base in BUILTIN:
     importlib.import_module(BUILTIN[base])
     builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
@@ -68,6 +86,8 @@ def get_builder(name: str, data_dir: Optional[str] = None) -> tfds.core.DatasetB
         if not builder.is_prepared():
           builder.download_and_prepare()
     return builder
+  if base in OFFLINE_BUILDERS:
+    importlib.import_module(OFFLINE_BUILDERS[base])
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
@@ -75,9 +95,12 @@ def get_builder(name: str, data_dir: Optional[str] = None) -> tfds.core.DatasetB
         f"dataset {name!r} is neither built in ({', '.join(sorted(BUILTIN))}) nor in the TFDS "
         f"catalog: {str(e).splitlines()[0]}") from None
   if not builder.is_prepared():
-    how = f"  tfds build {name} --data_dir {data_dir} --file_format=array_record   (needs network)"
-    if base in OFFLINE_PREPARERS:
-      how += "\nor, offline:\n  " + OFFLINE_PREPARERS[base].format(data_dir=data_dir)
+    offline = OFFLINE_PREPARERS.get(base, "").format(data_dir=data_dir)
+    if base in OFFLINE_BUILDERS:
+      how = f"  {offline}"
+    else:
+      how = f"  tfds build {name} --data_dir {data_dir} --file_format=array_record   (needs network)"
+      how += f"\nor, offline:\n  {offline}" if offline else ""
     raise DatasetNotPreparedError(
         f"dataset {name!r} is not prepared in data_dir {data_dir} (looked for {builder.data_dir}). "
         f"Prepare it with:\n{how}")
@@ -114,6 +137,8 @@ def get_data_source(name: str, split: str, data_dir: Optional[str] = None,
     bytes, it is decoded once and held in memory. 0 disables caching.
   """
   builder = get_builder(name, data_dir)
+  if _base_name(name) in FILE_DATASETS:
+    return maybe_cache(builder.as_data_source(split), cache_bytes)
   splits = builder.info.splits
   if split not in splits and split.split("[")[0] not in splits:
     raise ValueError(f"dataset {name!r} has no split {split!r}; it has: {', '.join(splits.keys())}")

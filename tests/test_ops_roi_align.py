@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research.ops.roi_align import roi_align
+from research.ops.roi_align import roi_align, roi_align_per_image
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -90,4 +90,35 @@ def test_gradient_matches_torchvision():
                     torch.tensor(boxes)], dim=1)
   out = torchvision.ops.roi_align(nchw, rois, OUTPUT, 0.25, 2, True)
   (out * torch.tensor(cotangent.transpose(0, 3, 1, 2))).sum().backward()
+  np.testing.assert_allclose(grad, nchw.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-5)
+
+
+def _per_image_inputs(seed: int):
+  """Boxes [N, R, 4] with R = 15 per image (edge cases included) and their flat form."""
+  features, boxes, _ = make_inputs(seed)
+  return features, boxes.reshape(N, 15, 4), boxes, np.repeat(np.arange(N, dtype=np.int32), 15)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("sampling_ratio", [2, 0])
+def test_per_image_form_matches_torchvision(aligned, sampling_ratio):
+  features, per_image, flat, batch_indices = _per_image_inputs(6)
+  bound = (5, 7) if sampling_ratio <= 0 else None
+  out = jax.jit(lambda f, b: roi_align_per_image(f, b, OUTPUT, 0.5, sampling_ratio, aligned, bound))(
+      features, per_image)
+  ref = reference(features, flat, batch_indices, 0.5, sampling_ratio, aligned)
+  assert out.shape == (N, 15, 7, 5, C)
+  np.testing.assert_allclose(out.reshape(-1, *OUTPUT, C), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_per_image_gradient_matches_torchvision():
+  features, per_image, flat, batch_indices = _per_image_inputs(7)
+  cotangent = np.random.default_rng(8).normal(size=(N, 15, *OUTPUT, C)).astype(np.float32)
+  grad = jax.jit(jax.grad(lambda f: jnp.sum(
+      roi_align_per_image(f, per_image, OUTPUT, 0.25, 2, False) * cotangent)))(features)
+  nchw = torch.tensor(features.transpose(0, 3, 1, 2), requires_grad=True)
+  rois = torch.cat([torch.tensor(batch_indices, dtype=torch.float32)[:, None],
+                    torch.tensor(flat)], dim=1)
+  out = torchvision.ops.roi_align(nchw, rois, OUTPUT, 0.25, 2, False)
+  (out * torch.tensor(cotangent.reshape(-1, *OUTPUT, C).transpose(0, 3, 1, 2))).sum().backward()
   np.testing.assert_allclose(grad, nchw.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-5)

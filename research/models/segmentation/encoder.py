@@ -50,8 +50,8 @@ class SmallEncoder(nn.Module):
     return feats
 
 
-def build_backbone(name: str, dtype: Any, **kwargs: Any) -> nn.Module:
+def build_backbone(backbone: str, dtype: Any, **kwargs: Any) -> nn.Module:
   """A registered backbone by name with `kwargs` (its `dtype` set when it has one)."""
-  ctor = BACKBONES.get(name)
+  ctor = BACKBONES.get(backbone)
   fields = getattr(getattr(ctor, "fn", ctor), "__dataclass_fields__", {})
   return ctor(dtype=dtype, **kwargs) if "dtype" in fields else ctor(**kwargs)

@@ -2,3 +2,4 @@
 from research.models import classifiers  # noqa: F401
 from research.models import segmentation  # noqa: F401,E402
 from research.models import gan  # noqa: F401,E402
+from research.models import detection  # noqa: F401,E402

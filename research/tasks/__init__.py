@@ -1,2 +1,2 @@
 """Tasks register themselves in research.core.registry.TASKS on import."""
-from research.tasks import classification, gan, segmentation  # noqa: F401
+from research.tasks import classification, detection, gan, segmentation  # noqa: F401

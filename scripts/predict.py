@@ -35,7 +35,8 @@ def main(argv):
   del argv
   config, task, variables = load_run(_WORKDIR.value)
   split = _SPLIT.value or config.dataset.eval_split
-  source = datasets.get_data_source(config.dataset.name, split, config.dataset.data_dir or None)
+  source = task.wrap_source(datasets.get_data_source(config.dataset.name, split, config.dataset.data_dir or None),
+                           split)
   batch = next(pipeline.eval_batches(source, task.preprocess_eval, min(_NUM.value, len(source))))
   params = variables.pop("params")
   state = TrainState(step=np.int32(0), params=params, model_state=variables, opt_state=None, tx=None)

@@ -140,7 +140,7 @@ def get_data_source(name: str, split: str, data_dir: Optional[str] = None,
   if _base_name(name) in FILE_DATASETS:
     return maybe_cache(builder.as_data_source(split), cache_bytes)
   splits = builder.info.splits
-  if split not in splits and split.split("[")[0] not in splits:
+  if any(part.split("[")[0] not in splits for part in split.split("+")):
     raise ValueError(f"dataset {name!r} has no split {split!r}; it has: {', '.join(splits.keys())}")
   if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
     raise DatasetNotPreparedError(

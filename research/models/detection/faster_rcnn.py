@@ -10,7 +10,9 @@ as pure background.
 
 Defaults are torchvision's fasterrcnn_resnet50_fpn; the pieces are in rpn.py, roi_heads.py and
 fpn.py. Without `fpn`, the backbone's one level (e.g. VGG-16 conv5 at stride 16, as in the
-paper) feeds both the RPN and RoIAlign.
+paper) feeds both the RPN and RoIAlign. With `frozen_backbone_bn` the backbone's BatchNorm uses
+its (pretrained) running statistics in training too, as torchvision's FrozenBatchNorm2d; freeze
+its scales and offsets, and early stages, with config.optimizer.freeze.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ class FasterRCNN(nn.Module):
   num_classes: int
   backbone: str = "resnet50"
   backbone_args: Optional[Dict[str, Any]] = None
+  frozen_backbone_bn: bool = False   # Backbone BatchNorm in inference mode (torchvision's FrozenBN).
   feature_levels: Sequence[str] = ("c2", "c3", "c4", "c5")
   fpn: bool = True
   fpn_channels: int = 256
@@ -68,7 +71,7 @@ class FasterRCNN(nn.Module):
                targets: Optional[Dict[str, jnp.ndarray]] = None) -> Dict[str, jnp.ndarray]:
     image_hw = (images.shape[1], images.shape[2])
     features = build_backbone(self.backbone, self.dtype, name="backbone", **(self.backbone_args or {}))(
-        images.astype(self.dtype), train=train)
+        images.astype(self.dtype), train=train and not self.frozen_backbone_bn)
     maps = [features[k] for k in self.feature_levels]
     if self.fpn:
       maps = FPN(self.fpn_channels, extra_pool=len(self.anchor_sizes) > len(maps), dtype=self.dtype,

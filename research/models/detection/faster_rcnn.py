@@ -16,8 +16,9 @@ its scales and offsets, and early stages, with config.optimizer.freeze.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -30,14 +31,15 @@ from research.models.segmentation.encoder import build_backbone
 from research.ops.anchors import multilevel_anchors
 
 
-@MODELS.register("faster_rcnn")
-class FasterRCNN(nn.Module):
-  """See the module docstring. `num_classes` counts object classes (background excluded)."""
+class DetectionHead(nn.Module):
+  """Everything after the backbone: (FPN,) RPN, proposals, RoIAlign box head, losses, detections.
+
+  Called on a backbone's feature dict and the padded image size (H, W); outputs as FasterRCNN's.
+  A multi-task model shares its backbone with other heads through this module.
+  `num_classes` counts object classes (background excluded).
+  """
 
   num_classes: int
-  backbone: str = "resnet50"
-  backbone_args: Optional[Dict[str, Any]] = None
-  frozen_backbone_bn: bool = False   # Backbone BatchNorm in inference mode (torchvision's FrozenBN).
   feature_levels: Sequence[str] = ("c2", "c3", "c4", "c5")
   fpn: bool = True
   fpn_channels: int = 256
@@ -67,11 +69,8 @@ class FasterRCNN(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, images: jnp.ndarray, train: bool = False,
+  def __call__(self, features: Dict[str, jnp.ndarray], image_hw: Tuple[int, int], train: bool = False,
                targets: Optional[Dict[str, jnp.ndarray]] = None) -> Dict[str, jnp.ndarray]:
-    image_hw = (images.shape[1], images.shape[2])
-    features = build_backbone(self.backbone, self.dtype, name="backbone", **(self.backbone_args or {}))(
-        images.astype(self.dtype), train=train and not self.frozen_backbone_bn)
     maps = [features[k] for k in self.feature_levels]
     if self.fpn:
       maps = FPN(self.fpn_channels, extra_pool=len(self.anchor_sizes) > len(maps), dtype=self.dtype,
@@ -106,7 +105,7 @@ class FasterRCNN(nn.Module):
       return jax.vmap(detect)(cls_logits, box_codes, proposals, proposal_valid)
     if targets is None:
       raise ValueError("FasterRCNN in training needs targets {'boxes', 'labels', 'valid'}")
-    n = images.shape[0]
+    n = logits.shape[0]
     rpn_keys, roi_keys = jnp.split(jax.random.split(self.make_rng("sampling"), 2 * n), 2)
     anchor_fn = functools.partial(rpn.anchor_targets, batch_size_per_image=self.rpn_batch_size_per_image,
                                   positive_fraction=self.rpn_positive_fraction, fg_iou=self.rpn_fg_iou,
@@ -122,3 +121,21 @@ class FasterRCNN(nn.Module):
     cls_logits, box_codes = box_head(pool(roi_targets["boxes"]))
     losses.update(roi_heads.box_head_losses(cls_logits, box_codes, roi_targets))
     return losses
+
+
+@MODELS.register("faster_rcnn")
+class FasterRCNN(DetectionHead):
+  """A registered backbone + DetectionHead; see the module docstring."""
+
+  backbone: str = "resnet50"
+  backbone_args: Optional[Dict[str, Any]] = None
+  frozen_backbone_bn: bool = False   # Backbone BatchNorm in inference mode (torchvision's FrozenBN).
+
+  @nn.compact
+  def __call__(self, images: jnp.ndarray, train: bool = False,
+               targets: Optional[Dict[str, jnp.ndarray]] = None) -> Dict[str, jnp.ndarray]:
+    features = build_backbone(self.backbone, self.dtype, name="backbone", **(self.backbone_args or {}))(
+        images.astype(self.dtype), train=train and not self.frozen_backbone_bn)
+    head_fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(DetectionHead)
+                   if f.init and f.name not in ("parent", "name")}
+    return DetectionHead(**head_fields, name="head")(features, (images.shape[1], images.shape[2]), train, targets)

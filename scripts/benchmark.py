@@ -8,8 +8,10 @@ With torch installed (the [dev] extra), the same run times a PyTorch eager refer
 torch time / our time (>= 1 means we are faster).
 
 Prints the compile time of the train step, then steps/s and examples/s measured after compilation
-and warm-up, for (a) one device-resident batch reused every step (the step alone) and (b) the real
-input pipeline feeding the step.
+and warm-up, for (a) one device-resident batch reused every step (the step alone, i.e. synthetic
+input) and (b) the real input pipeline feeding the step. On a known accelerator it also prints the
+model FLOP utilization: the compiled step's FLOPs (XLA cost analysis) per second over the devices'
+peak dense FLOP/s for the config's dtype.
 """
 from __future__ import annotations
 
@@ -36,9 +38,32 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_c
 _STEPS = flags.DEFINE_integer("steps", 100, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed steps after compilation.")
 _INPUT_ONLY = flags.DEFINE_bool("input_only", False, "Time only the input pipeline (batches/s).")
+_PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Peak dense TFLOP/s of one device for MFU (0: from a "
+                           "table of known accelerators for the config's dtype; unknown: no MFU).")
 _TORCH = flags.DEFINE_bool("torch", True, "Also time a PyTorch eager reference of the same model "
                            "and batch (when torch is installed and has the model).")
 flags.mark_flags_as_required(["config"])
+
+
+# Peak dense TFLOP/s per device (vendor data sheets, SXM parts): (bfloat16/float16, float32 TF32).
+PEAK_TFLOPS = {"H100": (989.4, 494.7), "H200": (989.4, 494.7), "A100": (312.0, 156.0),
+               "TPU v4": (275.0, 275.0), "TPU v5e": (197.0, 197.0), "TPU v5p": (459.0, 459.0)}
+
+
+def peak_tflops(device_kind: str, dtype: str) -> float:
+  """Peak dense TFLOP/s of one device of `device_kind` for `dtype`, 0 if unknown."""
+  for name, (half, single) in PEAK_TFLOPS.items():
+    if name.lower() in device_kind.lower():
+      return half if dtype in ("bfloat16", "float16") else single
+  return 0.0
+
+
+def step_flops(compiled) -> float:
+  """FLOPs of one compiled step, from XLA's cost analysis (0 if unavailable)."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  return float((cost or {}).get("flops", 0.0))
 
 
 def _time_steps(step, state, accum, batches, n: int):
@@ -121,6 +146,12 @@ def main(argv):
     print(f"step only (device-resident batch): {_STEPS.value / seconds:.2f} steps/s, "
           f"{_STEPS.value * batch / seconds:.0f} examples/s, {1000 * seconds / _STEPS.value:.2f} ms/step")
     ours = seconds / _STEPS.value
+    flops = step_flops(step)
+    peak = _PEAK.value or peak_tflops(jax.devices()[0].device_kind, config.dtype)
+    if flops:
+      achieved = flops / ours / 1e12
+      mfu = f", MFU {100 * achieved / (peak * jax.device_count()):.1f}% of {peak:g} TFLOP/s x {jax.device_count()}" if peak else ""
+      print(f"step FLOPs {flops / 1e9:.1f} GFLOP (XLA cost analysis): {achieved:.1f} TFLOP/s{mfu}")
     if _TORCH.value:
       torch_step = _torch_step_seconds(config.model.name, trainer.task, fixed)
       if torch_step is not None:
@@ -129,7 +160,8 @@ def main(argv):
     batches = parallel.prefetch_to_device(train_iter, trainer.mesh, config.dataset.prefetch_batches)
     seconds, _, _ = _time_steps(step, state, accum, batches, _STEPS.value)
     print(f"with input pipeline: {_STEPS.value / seconds:.2f} steps/s, "
-          f"{_STEPS.value * batch / seconds:.0f} examples/s")
+          f"{_STEPS.value * batch / seconds:.0f} examples/s "
+          f"({100 * ours * _STEPS.value / seconds:.0f}% of the step-only rate)")
     trainer.checkpointer.close()
 
 

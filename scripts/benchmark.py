@@ -10,8 +10,8 @@ torch time / our time (>= 1 means we are faster).
 Prints the compile time of the train step, then steps/s and examples/s measured after compilation
 and warm-up, for (a) one device-resident batch reused every step (the step alone, i.e. synthetic
 input) and (b) the real input pipeline feeding the step. On a known accelerator it also prints the
-model FLOP utilization: the compiled step's FLOPs (XLA cost analysis) per second over the devices'
-peak dense FLOP/s for the config's dtype.
+model FLOP utilization: the step's FLOPs (XLA cost analysis of the lowered program) per second
+over the devices' peak dense FLOP/s for the config's dtype.
 """
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ _WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed steps after compilation.")
 _INPUT_ONLY = flags.DEFINE_bool("input_only", False, "Time only the input pipeline (batches/s).")
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Peak dense TFLOP/s of one device for MFU (0: from a "
                            "table of known accelerators for the config's dtype; unknown: no MFU).")
+_FLOPS = flags.DEFINE_float("gflops_per_example", 0.0, "Training FLOPs (forward + backward) per example in "
+                            "GFLOP, for MFU where the backend's cost analysis gives none (XLA:GPU).")
 _TORCH = flags.DEFINE_bool("torch", True, "Also time a PyTorch eager reference of the same model "
                            "and batch (when torch is installed and has the model).")
 flags.mark_flags_as_required(["config"])
@@ -58,9 +60,10 @@ def peak_tflops(device_kind: str, dtype: str) -> float:
   return 0.0
 
 
-def step_flops(compiled) -> float:
-  """FLOPs of one compiled step, from XLA's cost analysis (0 if unavailable)."""
-  cost = compiled.cost_analysis()
+def step_flops(lowered) -> float:
+  """FLOPs of one step, from XLA's cost analysis of the lowered (not yet optimized) program: the
+  compiled program's analysis misses convolutions that GPUs run as cuDNN calls (0 if unavailable)."""
+  cost = lowered.cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else {}
   return float((cost or {}).get("flops", 0.0))
@@ -146,7 +149,9 @@ def main(argv):
     print(f"step only (device-resident batch): {_STEPS.value / seconds:.2f} steps/s, "
           f"{_STEPS.value * batch / seconds:.0f} examples/s, {1000 * seconds / _STEPS.value:.2f} ms/step")
     ours = seconds / _STEPS.value
-    flops = step_flops(step)
+    flops = step_flops(trainer.lowered_train_step) or _FLOPS.value * 1e9 * batch
+    if not flops:
+      print("step FLOPs: no cost analysis on this backend; pass --gflops_per_example for MFU")
     peak = _PEAK.value or peak_tflops(jax.devices()[0].device_kind, config.dtype)
     if flops:
       achieved = flops / ours / 1e12

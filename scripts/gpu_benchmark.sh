@@ -18,10 +18,11 @@ LOG=${OUT:-/tmp}/gpu_benchmark.log
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
-  common=(--config=configs/resnet50_imagenet.py --config.dataset.name=shapes/128 --config.dataset.data_dir=/tmp/tfds
+  # --gflops_per_example: 23.8 GFLOP, XLA:CPU cost analysis of this step (XLA:GPU reports none).
+  common=(--config=configs/resnet50_imagenet.py --gflops_per_example=23.8 --config.dataset.name=shapes/128 --config.dataset.data_dir=/tmp/tfds
           --config.task.num_classes=1000 --config.task.image_size=224 --config.batch_size=256
           --config.dataset.num_workers=14 --config.dataset.cache_mb=0 --torch=false)
-  for dtype in bfloat16 float32; do
+  for dtype in ${DTYPES:-bfloat16 float32}; do
     echo "== resnet50 batch 256, dtype $dtype"
     python3 scripts/benchmark.py "${common[@]}" --config.dtype=$dtype --steps "${STEPS:-40}" 2>&1 \
       | grep -E "^(devices|compile|step|with|pytorch)|Error|error" || true

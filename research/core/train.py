@@ -153,7 +153,8 @@ class Trainer:
     jitted = jax.jit(step, in_shardings=(self.rep, self.rep, self.data_sharding),
                      out_shardings=(self.rep, self.rep), donate_argnums=(0, 1))
     start = time.perf_counter()
-    compiled = jitted.lower(self.state, accum, self.sample).compile()
+    self.lowered_train_step = jitted.lower(self.state, accum, self.sample)
+    compiled = self.lowered_train_step.compile()
     self.compile_seconds = time.perf_counter() - start
     return compiled
 

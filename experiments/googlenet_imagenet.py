@@ -1,7 +1,10 @@
 """Reference baseline: GoogLeNet on ImageNet, 69.778% top-1 (torchvision's IMAGENET1K_V1 weights).
 
 The number is torchvision's published accuracy of torchvision.models.googlenet on the ILSVRC-2012
-validation set (single 224x224 centre crop of the image resized to 256); top-5 89.530%.
+validation set (single 224x224 centre crop of the image resized to 256); top-5 89.530%. Those
+weights were ported from the original release rather than trained with a torchvision recipe, so
+configs/googlenet_imagenet.py (the paper's recipe where it is specified, torchvision's defaults
+elsewhere) aims at this number without a published run behind it.
 Needs imagenet2012 prepared in data_dir, and days of GPU time: run it on a cluster
 (--launcher=slurm).
 """

@@ -8,7 +8,7 @@ import pytest
 import research.models  # noqa: F401
 import research.tasks  # noqa: F401
 from research.core.config import validate
-from research.core.registry import MODELS, TASKS
+from research.core.registry import BACKBONES, MODELS, TASKS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
@@ -25,3 +25,5 @@ def test_config_is_valid(path):
   for section in (config.model, *(config.model[k] for k in ("generator", "discriminator") if k in config.model)):
     if section is not config.model or config.task.name != "gan":
       assert section.name in MODELS, section.name
+  if "backbone" in config.model:
+    assert config.model.backbone in BACKBONES, config.model.backbone

@@ -3,3 +3,5 @@ from research.models import classifiers  # noqa: F401
 from research.models import segmentation  # noqa: F401,E402
 from research.models import gan  # noqa: F401,E402
 from research.models import detection  # noqa: F401,E402
+from research.models import captioning  # noqa: F401,E402
+from research.models import multitask  # noqa: F401,E402

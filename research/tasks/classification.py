@@ -3,17 +3,26 @@
 Batch layout: 'image' float [N, H, W, C] (normalized), 'label' int32 [N], and at evaluation
 'mask' float32 [N] (0 for padding rows). Models return logits [N, num_classes], or a dict
 {'logits': ..., 'aux1': ..., 'aux2': ...} (GoogLeNet's auxiliary heads, used in training only).
+
+Host-side preprocessing (numpy and PIL, in data workers). Training augmentations (task.augment):
+'flip' (horizontal, p = 0.5), 'crop' (pad crop_padding, random crop: the CIFAR recipe) and
+'random_resized_crop' (torchvision's RandomResizedCrop(image_size, scale=crop_scale,
+ratio=crop_ratio), bilinear: the ImageNet recipe). Evaluation: the image resized to image_size x
+image_size, or with eval_resize > 0 torchvision's Resize(eval_resize) (shorter side) then
+CenterCrop(image_size): the ImageNet "resize 256, centre crop 224" protocol.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from ml_collections import ConfigDict
+from PIL import Image
 
+from research.core.config import ConfigError
 from research.core.registry import TASKS
 from research.data import preprocess
 from research.evaluation import classification as cls_eval
@@ -32,6 +41,55 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing:
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
+AUGMENTATIONS = ("flip", "crop", "random_resized_crop")
+
+
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  """uint8 [H, W, C] -> uint8 [height, width, C], PIL bilinear per channel (as preprocess.prepare_image)."""
+  if image.shape[:2] == (height, width):
+    return image
+  return np.stack([np.asarray(Image.fromarray(image[..., c]).resize((width, height), Image.BILINEAR))
+                   for c in range(image.shape[-1])], axis=-1)
+
+
+def random_resized_crop_box(height: int, width: int, rng: np.random.Generator,
+                            scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3)
+                            ) -> Tuple[int, int, int, int]:
+  """(top, left, h, w) of a crop of a height x width image, as torchvision's RandomResizedCrop.get_params.
+
+  Up to 10 tries: area fraction uniform in `scale`, aspect ratio w / h log-uniform in `ratio`,
+  kept if it fits, at a uniformly random position; else the centre crop of the whole image clamped
+  to the ratio range.
+  """
+  area = height * width
+  log_ratio = np.log(np.asarray(ratio, np.float64))
+  for _ in range(10):
+    target_area = area * rng.uniform(scale[0], scale[1])
+    aspect = np.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+    w = int(round(np.sqrt(target_area * aspect)))
+    h = int(round(np.sqrt(target_area / aspect)))
+    if 0 < w <= width and 0 < h <= height:
+      return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+  in_ratio = width / height
+  if in_ratio < min(ratio):
+    h, w = int(round(width / min(ratio))), width
+  elif in_ratio > max(ratio):
+    h, w = height, int(round(height * max(ratio)))
+  else:
+    h, w = height, width
+  return (height - h) // 2, (width - w) // 2, h, w
+
+
+def resize_shorter_center_crop(image: np.ndarray, resize: int, crop: int) -> np.ndarray:
+  """uint8 [H, W, C] -> [crop, crop, C]: torchvision's Resize(resize) (shorter side to `resize`,
+  the longer to int(resize * long / short), bilinear) then CenterCrop(crop)."""
+  h, w = image.shape[:2]
+  nh, nw = (int(resize * h / w), resize) if w <= h else (resize, int(resize * w / h))
+  image = resize_image(image, nh, nw)
+  top, left = int(round((nh - crop) / 2.0)), int(round((nw - crop) / 2.0))
+  return image[top:top + crop, left:left + crop]
+
+
 @TASKS.register("classification")
 class ClassificationTask(Task):
   """Supervised classification of whole images."""
@@ -46,12 +104,28 @@ class ClassificationTask(Task):
     c.channels = 0             # 0: native; 1 or 3 to convert grey <-> RGB.
     c.mean = (0.0,)            # Normalization: (x / 255 - mean) / std, per channel.
     c.std = (1.0,)
-    c.augment = ()             # 'flip' (horizontal), 'crop' (pad `crop_padding`, random crop).
+    c.augment = ()             # 'flip', 'crop', 'random_resized_crop' (module docstring).
     c.crop_padding = 4
+    c.crop_scale = (0.08, 1.0)       # random_resized_crop: area fraction range,
+    c.crop_ratio = (3 / 4, 4 / 3)    # and aspect ratio (w / h) range.
+    c.eval_resize = 0          # > 0: evaluation resizes the shorter side to this, then centre-crops image_size.
     c.label_smoothing = 0.0
     c.aux_loss_weight = 0.3    # Weight of auxiliary heads' losses (GoogLeNet), if present.
     c.top_k = 5
     return c
+
+  def __init__(self, config: ConfigDict, dataset_info: Any = None):
+    super().__init__(config, dataset_info)
+    unknown = set(self.cfg.augment) - set(AUGMENTATIONS)
+    if unknown:
+      raise ConfigError(f"config.task.augment: unknown augmentation(s) {sorted(unknown)}; "
+                        f"known: {', '.join(AUGMENTATIONS)}")
+    size = int(self.cfg.image_size)
+    if "random_resized_crop" in self.cfg.augment and not size:
+      raise ConfigError("config.task.augment 'random_resized_crop' needs config.task.image_size > 0")
+    if self.cfg.eval_resize and not 0 < size <= int(self.cfg.eval_resize):
+      raise ConfigError(f"config.task.eval_resize={self.cfg.eval_resize} needs 0 < config.task.image_size "
+                        f"<= eval_resize, got image_size={size}")
 
   @property
   def num_classes(self) -> int:
@@ -63,8 +137,10 @@ class ClassificationTask(Task):
     return {"num_classes": self.num_classes}
 
   # --- host-side preprocessing ---
-  def _image(self, example: Dict[str, Any]) -> np.ndarray:
-    return preprocess.prepare_image(example[self.cfg.image_key], self.cfg.channels, int(self.cfg.image_size))
+  def _image(self, example: Dict[str, Any], size: Optional[int] = None) -> np.ndarray:
+    """uint8 [size, size, C] (size: task.image_size; 0 keeps the native size)."""
+    size = int(self.cfg.image_size) if size is None else size
+    return preprocess.prepare_image(example[self.cfg.image_key], self.cfg.channels, size)
 
   def _normalize(self, image: np.ndarray) -> np.ndarray:
     """uint8 -> float32 (image / 255 - mean) / std, as image * scale + shift."""
@@ -75,14 +151,20 @@ class ClassificationTask(Task):
     return image * self._scale + self._shift
 
   def preprocess_eval(self, example: Dict[str, Any]) -> Dict[str, Any]:
-    return {"image": self._normalize(self._image(example)),
-            "label": np.int32(example[self.cfg.label_key])}
+    if self.cfg.eval_resize:
+      image = resize_shorter_center_crop(self._image(example, 0), int(self.cfg.eval_resize), int(self.cfg.image_size))
+    else:
+      image = self._image(example)
+    return {"image": self._normalize(image), "label": np.int32(example[self.cfg.label_key])}
 
   def preprocess_train(self, example: Dict[str, Any], rng: np.random.Generator) -> Dict[str, Any]:
-    image = self._image(example)
-    unknown = set(self.cfg.augment) - {"flip", "crop"}
-    if unknown:
-      raise ValueError(f"config.task.augment: unknown augmentation(s) {sorted(unknown)}; known: flip, crop")
+    if "random_resized_crop" in self.cfg.augment:
+      image = self._image(example, 0)
+      top, left, h, w = random_resized_crop_box(*image.shape[:2], rng, self.cfg.crop_scale, self.cfg.crop_ratio)
+      size = int(self.cfg.image_size)
+      image = resize_image(image[top:top + h, left:left + w], size, size)
+    else:
+      image = self._image(example)
     if "crop" in self.cfg.augment:
       p = int(self.cfg.crop_padding)
       h, w = image.shape[:2]

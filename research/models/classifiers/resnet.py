@@ -7,6 +7,11 @@ Every model returns logits [N, num_classes]; `features_only=True` returns the st
 {'c2', 'c3', 'c4', 'c5'} (strides 4, 8, 16, 32 for the ImageNet form; the CIFAR form has three
 stages, 'c2'..'c4' at strides 1, 2, 4) for detection and segmentation heads. The ImageNet
 models are also registered as BACKBONES (features_only).
+
+`kernel_init` (ResNet, CifarResNet) names the kernel initializers, "SPEC" for all or
+"CONV_SPEC,DENSE_SPEC" (research.models.initializers); the default "he_normal,lecun_normal" is He
+normal with fan_out (torchvision's kaiming_normal_(mode='fan_out')) for the convolutions and
+flax's LeCun normal for the fc.
 """
 from __future__ import annotations
 
@@ -18,9 +23,10 @@ import jax.numpy as jnp
 
 from research.core.registry import BACKBONES, MODELS
 from research.models.conv import Conv
+from research.models.initializers import kernel_initializers
 
 Output = Union[jnp.ndarray, Dict[str, jnp.ndarray]]
-_KAIMING = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+_INIT = "he_normal,lecun_normal"
 
 
 def _norm(train: bool, dtype: Any, name: str, zero: bool = False) -> nn.BatchNorm:
@@ -34,12 +40,14 @@ class BasicBlock(nn.Module):
   features: int
   strides: int = 1
   zero_init_residual: bool = False
+  kernel_init: str = _INIT
   dtype: Any = jnp.float32
   expansion = 1
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    conv = functools.partial(Conv, use_bias=False, kernel_init=_KAIMING, dtype=self.dtype)
+    conv = functools.partial(Conv, use_bias=False, kernel_init=kernel_initializers(self.kernel_init)[0],
+                             dtype=self.dtype)
     y = conv(self.features, (3, 3), strides=self.strides, padding=1, name="conv1")(x)
     y = nn.relu(_norm(train, self.dtype, "bn1")(y))
     y = conv(self.features, (3, 3), padding=1, name="conv2")(y)
@@ -56,12 +64,14 @@ class Bottleneck(nn.Module):
   features: int
   strides: int = 1
   zero_init_residual: bool = False
+  kernel_init: str = _INIT
   dtype: Any = jnp.float32
   expansion = 4
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    conv = functools.partial(Conv, use_bias=False, kernel_init=_KAIMING, dtype=self.dtype)
+    conv = functools.partial(Conv, use_bias=False, kernel_init=kernel_initializers(self.kernel_init)[0],
+                             dtype=self.dtype)
     out = self.features * 4
     y = nn.relu(_norm(train, self.dtype, "bn1")(conv(self.features, (1, 1), padding=0, name="conv1")(x)))
     y = conv(self.features, (3, 3), strides=self.strides, padding=1, name="conv2")(y)
@@ -97,15 +107,18 @@ class ResNet(nn.Module):
   small_inputs: bool = False
   zero_init_residual: bool = False
   features_only: bool = False
+  kernel_init: str = _INIT
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> Output:
+    conv_init, fc_init = kernel_initializers(self.kernel_init)
     x = x.astype(self.dtype)
     if self.small_inputs:
-      x = Conv(self.width, (3, 3), padding=1, use_bias=False, kernel_init=_KAIMING, dtype=self.dtype, name="conv1")(x)
+      x = Conv(self.width, (3, 3), padding=1, use_bias=False, kernel_init=conv_init, dtype=self.dtype,
+               name="conv1")(x)
     else:
-      x = Conv(self.width, (7, 7), strides=2, padding=3, use_bias=False, kernel_init=_KAIMING, dtype=self.dtype,
+      x = Conv(self.width, (7, 7), strides=2, padding=3, use_bias=False, kernel_init=conv_init, dtype=self.dtype,
                name="conv1")(x)
     x = nn.relu(_norm(train, self.dtype, "bn1")(x))
     if not self.small_inputs:
@@ -115,12 +128,13 @@ class ResNet(nn.Module):
     for i, n in enumerate(self.stage_sizes):
       for j in range(n):
         x = block(self.width * 2 ** i, strides=2 if (i > 0 and j == 0) else 1,
-                  zero_init_residual=self.zero_init_residual, dtype=self.dtype, name=f"layer{i + 1}_{j}")(x, train)
+                  zero_init_residual=self.zero_init_residual, kernel_init=self.kernel_init, dtype=self.dtype,
+                  name=f"layer{i + 1}_{j}")(x, train)
       feats[f"c{i + 2}"] = x
     if self.features_only:
       return feats
     x = x.mean(axis=(1, 2))
-    return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x).astype(jnp.float32)
+    return nn.Dense(self.num_classes, kernel_init=fc_init, dtype=self.dtype, name="fc")(x).astype(jnp.float32)
 
 
 class CifarBlock(nn.Module):
@@ -129,11 +143,13 @@ class CifarBlock(nn.Module):
   features: int
   strides: int = 1
   shortcut: str = "A"
+  kernel_init: str = _INIT
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    conv = functools.partial(Conv, use_bias=False, kernel_init=_KAIMING, dtype=self.dtype)
+    conv = functools.partial(Conv, use_bias=False, kernel_init=kernel_initializers(self.kernel_init)[0],
+                             dtype=self.dtype)
     y = nn.relu(_norm(train, self.dtype, "bn1")(conv(self.features, (3, 3), strides=self.strides, padding=1,
                                                       name="conv1")(x)))
     y = _norm(train, self.dtype, "bn2")(conv(self.features, (3, 3), padding=1, name="conv2")(y))
@@ -160,6 +176,7 @@ class CifarResNet(nn.Module):
   num_classes: int = 10
   shortcut: str = "A"
   features_only: bool = False
+  kernel_init: str = _INIT
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -167,14 +184,17 @@ class CifarResNet(nn.Module):
     if (self.depth - 2) % 6:
       raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {self.depth}")
     n = (self.depth - 2) // 6
-    x = Conv(16, (3, 3), padding=1, use_bias=False, kernel_init=_KAIMING, dtype=self.dtype, name="conv1")(
+    conv_init, fc_init = kernel_initializers(self.kernel_init)
+    x = Conv(16, (3, 3), padding=1, use_bias=False, kernel_init=conv_init, dtype=self.dtype, name="conv1")(
         x.astype(self.dtype))
     x = nn.relu(_norm(train, self.dtype, "bn1")(x))
     feats = {}
     for i, width in enumerate((16, 32, 64)):
       for j in range(n):
-        x = CifarBlock(width, 2 if (i > 0 and j == 0) else 1, self.shortcut, dtype=self.dtype, name=f"stage{i + 1}_{j}")(x, train)
+        x = CifarBlock(width, 2 if (i > 0 and j == 0) else 1, self.shortcut, self.kernel_init, dtype=self.dtype,
+                       name=f"stage{i + 1}_{j}")(x, train)
       feats[f"c{i + 2}"] = x
     if self.features_only:
       return feats
-    return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x.mean(axis=(1, 2))).astype(jnp.float32)
+    return nn.Dense(self.num_classes, kernel_init=fc_init, dtype=self.dtype, name="fc")(
+        x.mean(axis=(1, 2))).astype(jnp.float32)

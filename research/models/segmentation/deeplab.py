@@ -3,11 +3,12 @@
 ASPP = a 1x1 conv, three 3x3 atrous convs (rates configurable, e.g. (6, 12, 18) at output stride
 16, doubled at output stride 8) and image-level pooling, concatenated, projected by 1x1, then a
 3x3 conv and the classifier; logits upsampled (bilinear) to the input. `output_stride` picks the
-backbone feature (8: 'c3', 16: 'c4'). Output logits [N, H, W, num_classes].
+backbone feature (8: 'c3', 16: 'c4'). Output logits [N, H, W, num_classes]. `DeepLabHead` is the
+decoder alone, on a backbone's feature dict (for models sharing a backbone).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Dict, Sequence, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -38,9 +39,32 @@ class ASPP(nn.Module):
     return nn.Dropout(self.dropout_rate, deterministic=not train)(y)
 
 
+class DeepLabHead(nn.Module):
+  """Backbone features {'c3' or 'c4'} -> logits [N, H, W, num_classes] at image_hw = (H, W).
+
+  The DeepLabv3 decoder on its own (`aspp`, `head`, `logits`), on the feature of stride
+  `output_stride`. A multi-task model runs it on a shared backbone; `DeepLabV3` shares its scope,
+  so its parameters keep their paths."""
+
+  num_classes: int = 21
+  output_stride: int = 8
+  aspp_features: int = 64
+  rates: Sequence[int] = (2, 4, 6)
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, feats: Dict[str, jnp.ndarray], image_hw: Tuple[int, int], train: bool = False
+               ) -> jnp.ndarray:
+    f = feats[{8: "c3", 16: "c4"}[self.output_stride]]
+    y = ASPP(self.aspp_features, tuple(self.rates), dtype=self.dtype, name="aspp")(f, train)
+    y = ConvBNReLU(self.aspp_features, dtype=self.dtype, name="head")(y, train)
+    y = Conv(self.num_classes, (1, 1), dtype=self.dtype, name="logits")(y)
+    return resize_to(y, image_hw).astype(jnp.float32)
+
+
 @MODELS.register("deeplabv3")
 class DeepLabV3(nn.Module):
-  """images [N, H, W, 3] -> logits [N, H, W, num_classes]."""
+  """images [N, H, W, 3] -> logits [N, H, W, num_classes]: a registered backbone + `DeepLabHead`."""
 
   num_classes: int = 21
   backbone: str = "small_cnn"
@@ -52,8 +76,6 @@ class DeepLabV3(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     feats = build_backbone(self.backbone, self.dtype, name="backbone")(x, train)
-    f = feats[{8: "c3", 16: "c4"}[self.output_stride]]
-    y = ASPP(self.aspp_features, tuple(self.rates), dtype=self.dtype, name="aspp")(f, train)
-    y = ConvBNReLU(self.aspp_features, dtype=self.dtype, name="head")(y, train)
-    y = Conv(self.num_classes, (1, 1), dtype=self.dtype, name="logits")(y)
-    return resize_to(y, x.shape[1:3]).astype(jnp.float32)
+    head = DeepLabHead(self.num_classes, self.output_stride, self.aspp_features, tuple(self.rates), self.dtype)
+    nn.share_scope(self, head)
+    return head(feats, x.shape[1:3], train)

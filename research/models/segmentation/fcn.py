@@ -3,10 +3,11 @@
 variant '32s' scores c5 only; '16s' adds c4; '8s' adds c4 and c3 (the skip connections). Each
 step upsamples 2x, learned (ConvTranspose initialized to bilinear, as in the paper) or fixed
 bilinear, and the result is upsampled to the input size. Output logits [N, H, W, num_classes].
+`FCNHead` is the decoder alone, on a backbone's feature dict (for models sharing a backbone).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Dict, Tuple
 
 import flax.linen as nn
 import jax
@@ -34,14 +35,14 @@ def resize_to(x: jnp.ndarray, hw: tuple[int, int]) -> jnp.ndarray:
   return jax.image.resize(x, (x.shape[0], hw[0], hw[1], x.shape[-1]), "bilinear")
 
 
-@MODELS.register("fcn32s", variant="32s")
-@MODELS.register("fcn16s", variant="16s")
-@MODELS.register("fcn8s", variant="8s")
-class FCN(nn.Module):
-  """images [N, H, W, 3] -> logits [N, H, W, num_classes]."""
+class FCNHead(nn.Module):
+  """Backbone features {'c3', 'c4', 'c5'} -> logits [N, H, W, num_classes] at image_hw = (H, W).
+
+  The FCN decoder on its own: per-stride class scores (zero-initialized 1x1 convs `score_cK`),
+  fused coarse to fine by 2x upsampling (`up_cK`), then resized to the input. A multi-task model
+  runs it on a shared backbone; `FCN` shares its scope, so its parameters keep their paths."""
 
   num_classes: int = 21
-  backbone: str = "small_cnn"
   variant: str = "8s"
   learned_upsampling: bool = True
   dtype: Any = jnp.float32
@@ -55,8 +56,7 @@ class FCN(nn.Module):
     return y[:, :hw[0], :hw[1]]
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    feats = build_backbone(self.backbone, self.dtype, name="backbone")(x, train)
+  def __call__(self, feats: Dict[str, jnp.ndarray], image_hw: Tuple[int, int]) -> jnp.ndarray:
     score = lambda f, n: Conv(self.num_classes, (1, 1), dtype=self.dtype, kernel_init=nn.initializers.zeros,  # noqa: E731
                               name=n)(f)
     out = score(feats["c5"], "score_c5")
@@ -64,4 +64,24 @@ class FCN(nn.Module):
     for key in skips:
       skip = feats[key]
       out = self._up2(out, skip.shape[1:3], f"up_{key}") + score(skip, f"score_{key}")
-    return resize_to(out, x.shape[1:3]).astype(jnp.float32)
+    return resize_to(out, image_hw).astype(jnp.float32)
+
+
+@MODELS.register("fcn32s", variant="32s")
+@MODELS.register("fcn16s", variant="16s")
+@MODELS.register("fcn8s", variant="8s")
+class FCN(nn.Module):
+  """images [N, H, W, 3] -> logits [N, H, W, num_classes]: a registered backbone + `FCNHead`."""
+
+  num_classes: int = 21
+  backbone: str = "small_cnn"
+  variant: str = "8s"
+  learned_upsampling: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    feats = build_backbone(self.backbone, self.dtype, name="backbone")(x, train)
+    head = FCNHead(self.num_classes, self.variant, self.learned_upsampling, self.dtype)
+    nn.share_scope(self, head)
+    return head(feats, x.shape[1:3])

@@ -1,0 +1,39 @@
+"""AlexNet on ImageNet (ILSVRC-2012), torchvision's reference recipe (its single-GPU AlexNet variant).
+
+Needs imagenet2012 prepared in data_dir (manual download; tfds build imagenet2012
+--file_format=array_record). Recipe (torchvision references/classification, "AlexNet and VGG":
+the defaults with --lr 1e-2): 90 epochs, batch 256 (8 GPUs x 32), SGD momentum 0.9, learning
+rate 0.01 divided by 10 every 30 epochs, weight decay 1e-4 (torchvision's default; Krizhevsky et
+al. used 5e-4); RandomResizedCrop(224) + horizontal flip; resize 256 and centre crop 224 at
+evaluation; ImageNet mean/std normalization. Kernels as PyTorch's default layer initialization
+('torch_default'), which torchvision's AlexNet keeps (biases start at zero here).
+Expected: 56.522% top-1 on the validation set (experiments/alexnet_imagenet.py).
+"""
+from research.core.config import default_config, model_config, task_config
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def get_config():
+  config = default_config()
+  config.model = model_config("alexnet", kernel_init="torch_default")
+  config.dataset.name = "imagenet2012"
+  config.dataset.train_split = "train"
+  config.dataset.eval_split = "validation"
+  config.dataset.num_workers = 16
+  config.dataset.cache_mb = 0
+  config.task = task_config("classification", image_size=224, eval_resize=256, augment=("random_resized_crop", "flip"),
+                            mean=IMAGENET_MEAN, std=IMAGENET_STD)
+  config.batch_size = 256
+  config.num_epochs = 90
+  config.optimizer.name = "sgd"
+  config.optimizer.learning_rate = 0.01
+  config.optimizer.momentum = 0.9
+  config.optimizer.weight_decay = 1e-4
+  config.optimizer.schedule = "step"
+  config.optimizer.boundaries = (1 / 3, 2 / 3)
+  config.log_every_steps = 100
+  config.eval_every_steps = 5000
+  config.checkpoint_every_steps = 5000
+  return config

@@ -1,6 +1,7 @@
 """Captioning: decoding (beam 1 == greedy, beam search vs a hand-made chain), coco-caption metrics,
 the masked loss, the Show-and-Tell model, and a short training run through the core."""
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,7 @@ from research.core.registry import MODELS
 from research.core.train import train_and_evaluate
 from research.evaluation.captioning import caption_metrics, tokenize
 from research.models.captioning import decoding
+from research.models.captioning.show_tell import DECODER_PARAMS, FREEZE_ENCODER
 from research.tasks.captioning import masked_cross_entropy
 
 PAD, BOS, EOS, A, B, C = range(6)
@@ -164,8 +166,10 @@ def test_show_tell_encoder_has_the_classifier_parameter_paths():
   ours = jax.eval_shape(MODELS.build("show_tell", vocab_size=12, backbone="resnet18").init,
                         jax.random.PRNGKey(0), images, tokens)
   theirs = jax.eval_shape(MODELS.build("resnet18").init, jax.random.PRNGKey(0), images)
-  decoder = {"image_embed", "word_embed", "lstm", "word_logits"}
-  assert set(ours["params"]) - set(theirs["params"]) == decoder and set(theirs["params"]) - set(ours["params"]) == {"fc"}
+  decoder = set(DECODER_PARAMS)
+  assert set(ours["params"]) - set(theirs["params"]) == decoder
+  assert set(theirs["params"]) - set(ours["params"]) == {"fc"}
+  assert re.search(FREEZE_ENCODER, "layer1_0/conv1/kernel") and not re.search(FREEZE_ENCODER, "lstm/cell")
   shapes = lambda tree: jax.tree_util.tree_map(lambda x: x.shape, tree)  # noqa: E731
   for collection in ("params", "batch_stats"):
     mine = {k: v for k, v in ours[collection].items() if k not in decoder}

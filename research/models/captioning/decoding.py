@@ -7,9 +7,8 @@ number of steps (`lax.scan`), so it jits once per shape.
 
 Token conventions (as research.data.preprocess.Vocabulary): decoding starts from `bos`; a
 live sequence never emits `pad` or `bos`; it is finished once it emits `eos`, and every position
-after `eos` holds `pad`. Outputs hold
-the generated tokens only (no leading `bos`), `eos` included when it was emitted within
-`max_length` steps.
+after `eos` holds `pad`. Outputs hold the generated tokens only (no leading `bos`), `eos`
+included when it was emitted within `max_length` steps.
 """
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
   python scripts/benchmark.py --config configs/lenet5_digits.py [--steps 100] [--config.batch_size=128]
   python scripts/benchmark.py --config ... --input_only     # the input pipeline alone
+  python scripts/benchmark.py --config configs/resnet20_shapes.py --model resnet56   # another model, same data
 
 With torch installed (the [dev] extra), the same run times a PyTorch eager reference of the model
 (scripts/torch_reference.py: same layers, same batch, SGD with momentum) and prints the ratio
@@ -31,6 +32,7 @@ from ml_collections import config_flags  # noqa: E402
 import research.models  # noqa: E402,F401
 import research.tasks  # noqa: E402,F401
 from research.core import parallel  # noqa: E402
+from research.core.config import model_config  # noqa: E402
 from research.core.train import Trainer  # noqa: E402
 from research.data import pipeline  # noqa: E402
 
@@ -42,6 +44,9 @@ _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Peak dense TFLOP/s of one device
                            "table of known accelerators for the config's dtype; unknown: no MFU).")
 _FLOPS = flags.DEFINE_float("gflops_per_example", 0.0, "Training FLOPs (forward + backward) per example in "
                             "GFLOP, for MFU where the backend's cost analysis gives none (XLA:GPU).")
+_MODEL = flags.DEFINE_string("model", None, "Time this registered model (its default fields) instead of the "
+                             "config's model, on the config's data and optimizer.")
+_PIPELINE = flags.DEFINE_bool("input_pipeline", True, "Also time the step fed by the real input pipeline.")
 _TORCH = flags.DEFINE_bool("torch", True, "Also time a PyTorch eager reference of the same model "
                            "and batch (when torch is installed and has the model).")
 flags.mark_flags_as_required(["config"])
@@ -118,6 +123,9 @@ def main(argv):
   del argv
   config = _CONFIG.value
   config.compilation_cache_dir = ""
+  if _MODEL.value:
+    with config.unlocked():
+      config.model = model_config(_MODEL.value)
   with tempfile.TemporaryDirectory() as workdir:
     trainer = Trainer(config, workdir)
     batch = config.batch_size
@@ -162,11 +170,12 @@ def main(argv):
       if torch_step is not None:
         print(f"pytorch eager reference: {1000 * torch_step:.2f} ms/step; "
               f"ratio torch/ours = {torch_step / ours:.2f}")
-    batches = parallel.prefetch_to_device(train_iter, trainer.mesh, config.dataset.prefetch_batches)
-    seconds, _, _ = _time_steps(step, state, accum, batches, _STEPS.value)
-    print(f"with input pipeline: {_STEPS.value / seconds:.2f} steps/s, "
-          f"{_STEPS.value * batch / seconds:.0f} examples/s "
-          f"({100 * ours * _STEPS.value / seconds:.0f}% of the step-only rate)")
+    if _PIPELINE.value:
+      batches = parallel.prefetch_to_device(train_iter, trainer.mesh, config.dataset.prefetch_batches)
+      seconds, _, _ = _time_steps(step, state, accum, batches, _STEPS.value)
+      print(f"with input pipeline: {_STEPS.value / seconds:.2f} steps/s, "
+            f"{_STEPS.value * batch / seconds:.0f} examples/s "
+            f"({100 * ours * _STEPS.value / seconds:.0f}% of the step-only rate)")
     trainer.checkpointer.close()
 
 

@@ -17,6 +17,7 @@ import pytest
 from ml_collections import ConfigDict
 
 import research.models  # noqa: F401  (registers the models)
+from research.core.config import model_config
 from research.core.registry import BACKBONES, MODELS
 from research.core.state import count_params
 from research.models.classifiers.googlenet import max_pool_ceil
@@ -357,8 +358,11 @@ def test_torch_default_is_torch_conv_and_linear_init():
 
 
 def test_kernel_init_from_config_reaches_every_kernel_and_default_keeps_resnet_split():
-  configured = build_registered(MODELS, ConfigDict({"name": "resnet20", "depth": 8, "kernel_init": "normal:0.05"}),
-                                "model", num_classes=10)
+  # config.model carries the field, so `--config.model.kernel_init=...` overrides it from the command line.
+  section = model_config("resnet20", depth=8)
+  assert section.kernel_init == "he_normal,lecun_normal"
+  section.kernel_init = "normal:0.05"
+  configured = build_registered(MODELS, section, "model", num_classes=10)
   default = MODELS.build("resnet20", num_classes=10, depth=8)
   x = jnp.zeros((1, 32, 32, 3))
   params, default_params = jax.jit(lambda x: [m.init(jax.random.PRNGKey(0), x)["params"]

@@ -95,7 +95,7 @@ def task_config(name: str, **overrides: Any) -> ConfigDict:
   return section
 
 
-_NOT_CONFIGURABLE = ("parent", "name", "dtype", "param_dtype", "kernel_init", "bias_init")
+_NOT_CONFIGURABLE = ("parent", "name", "dtype", "param_dtype", "bias_init")
 
 
 def model_config(name: str, **overrides: Any) -> ConfigDict:

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# CPU training-step figures, via scripts/benchmark.py (device-resident batch, after compile and warm-up):
+#   torch   the issue-11 comparison with PyTorch eager (torch installed: the [dev] extra), batch 128
+#           (ResNet-50: 224x224, batch 8)
+#   zoo     every classifier in the zoo at batch 32 and its native input size: LeNet-5 28x28x1
+#           (digits), CIFAR-form ResNets 32x32x3 (shapes), ImageNet-form models 224x224x3 (shapes
+#           resized, 1000 classes)
+#
+#   bash scripts/cpu_benchmark.sh [torch|zoo|all]     # default all; the table goes to stdout
+#
+# Run it on a quiet machine: every other process on the cores shows up in the figures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export TF_CPP_MIN_LOG_LEVEL=2 PYTHONUNBUFFERED=1
+PYTHON=${PYTHON:-python3}
+WHAT=${1:-all}
+IMAGENET=(--config.task.image_size=224 --config.task.num_classes=1000 --config.task.augment="('flip',)")
+
+# run MODEL INPUT STEPS BENCHMARK_ARGS...: one table row from benchmark.py's output.
+run() {
+  local model=$1 input=$2 steps=$3
+  shift 3
+  local out
+  out=$("$PYTHON" scripts/benchmark.py --model "$model" --steps "$steps" --input_pipeline=false "$@" 2>&1) || {
+    echo "| $model | $input | failed: $(echo "$out" | grep -E "Error" | tail -1) |"; return; }
+  local ms compile torch
+  ms=$(echo "$out" | sed -n 's/.*, \([0-9.]*\) ms\/step$/\1/p')
+  compile=$(echo "$out" | sed -n 's/^compile: \([0-9.]*\) s/\1/p')
+  torch=$(echo "$out" | sed -n 's/^pytorch eager reference: \([0-9.]*\) ms\/step; ratio torch\/ours = \([0-9.]*\)/\1 | \2/p')
+  echo "| $model | $input | $ms | $compile${torch:+ | $torch} |"
+}
+
+if [[ $WHAT == torch || $WHAT == all ]]; then
+  echo "| model | input | ours ms/step | compile s | PyTorch eager ms/step | ratio torch/ours |"
+  echo "|---|---|---|---|---|---|"
+  run lenet5 "128 x 28x28x1" 200 --config=configs/lenet5_digits.py --config.batch_size=128
+  run resnet20 "128 x 32x32x3" 20 --config=configs/resnet20_shapes.py --config.batch_size=128
+  run resnet18_cifar "128 x 32x32x3" 5 --warmup=2 --config=configs/resnet20_shapes.py --config.batch_size=128
+  run resnet50 "8 x 224x224x3" 5 --warmup=2 --config=configs/resnet20_shapes.py --config.batch_size=8 "${IMAGENET[@]}"
+  echo
+fi
+
+if [[ $WHAT == zoo || $WHAT == all ]]; then
+  echo "| model | input (batch 32) | ms/step | compile s |"
+  echo "|---|---|---|---|"
+  run lenet5 "28x28x1" 100 --torch=false --config=configs/lenet5_digits.py --config.batch_size=32
+  for model in resnet20 resnet32 resnet44 resnet56 resnet110 resnet18_cifar; do
+    run $model "32x32x3" 10 --warmup=2 --torch=false --config=configs/resnet20_shapes.py --config.batch_size=32
+  done
+  for model in alexnet googlenet resnet18 resnet34 resnet50 resnet101 resnet152 vgg11 vgg11_bn vgg13 vgg16 vgg16_bn vgg19; do
+    run $model "224x224x3" 3 --warmup=1 --torch=false --config=configs/resnet20_shapes.py --config.batch_size=32 "${IMAGENET[@]}"
+  done
+fi

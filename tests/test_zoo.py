@@ -234,7 +234,8 @@ def test_backbone_features():
   x = jnp.zeros((1, 64, 64, 3))
   expected = {"googlenet": {"c2": (16, 16, 192), "c3": (8, 8, 480), "c4": (4, 4, 832), "c5": (2, 2, 1024)},
               "vgg16": {"c1": (32, 32, 64), "c2": (16, 16, 128), "c3": (8, 8, 256), "c4": (4, 4, 512),
-                        "c5": (2, 2, 512)}}
+                        "c5": (2, 2, 512), "conv1": (64, 64, 64), "conv2": (32, 32, 128), "conv3": (16, 16, 256),
+                        "conv4": (8, 8, 512), "conv5": (4, 4, 512)}}
   # Parameters: torchvision's vgg16().features; GoogLeNet without aux heads and fc (6,624,904 - 1,025,000).
   counts = {"googlenet": 5_599_904, "vgg16": 14_714_688}
   for name, shapes in expected.items():

@@ -48,7 +48,7 @@ from research.models.captioning.lstm import Carry
 from research.models.captioning.show_tell import CaptionDecoder
 from research.models.detection.faster_rcnn import DetectionHead
 from research.models.segmentation.deeplab import DeepLabHead
-from research.models.segmentation.encoder import build_backbone
+from research.models.segmentation.encoder import build_backbone, deepest_stage
 from research.models.segmentation.fcn import FCNHead
 
 HEADS = ("classification", "detection", "segmentation", "captioning")
@@ -103,7 +103,7 @@ def _plain_xla_convolutions() -> Iterator[None]:
 
 def pooled(features: Dict[str, jax.Array], key: str = "") -> jax.Array:
   """[N, C] float32: the feature map `key` ('' = the deepest, e.g. 'c5') averaged over space."""
-  return features[key or max(features)].astype(jnp.float32).mean(axis=(1, 2))
+  return features[key or deepest_stage(features)].astype(jnp.float32).mean(axis=(1, 2))
 
 
 class ClassificationHead(nn.Module):

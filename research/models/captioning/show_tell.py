@@ -35,7 +35,7 @@ import jax.numpy as jnp
 
 from research.core.registry import MODELS
 from research.models.captioning.lstm import LSTM, Carry
-from research.models.segmentation.encoder import build_backbone
+from research.models.segmentation.encoder import build_backbone, deepest_stage
 
 DECODER_PARAMS = ("image_embed", "word_embed", "lstm", "word_logits")
 FREEZE_ENCODER = r"^(?!(" + "|".join(DECODER_PARAMS) + r")/)"
@@ -118,7 +118,7 @@ class ShowAndTell(nn.Module):
   def pooled_features(self, images: jax.Array, train: bool = False) -> jax.Array:
     """images [N, H, W, 3] -> [N, C]: the encoder's last stage, average pooled."""
     feats = self.encoder(images, train and self.encoder_train)
-    return feats[max(feats)].astype(jnp.float32).mean(axis=(1, 2))
+    return feats[deepest_stage(feats)].astype(jnp.float32).mean(axis=(1, 2))
 
   def start(self, images: jax.Array) -> State:
     """The decoding state after the image input (inference): where decoding starts."""

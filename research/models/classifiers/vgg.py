@@ -4,8 +4,10 @@ adaptive average pooling to a fixed grid, then dropout-FC-ReLU twice and the out
 Parameter counts for 1000 classes equal torchvision's (VGG-16 138,357,544; AlexNet 61,100,840).
 
 VGG with `features_only=True` returns the feature map after each max pool, {'c1', ..., 'c5'} at
-strides 2, 4, 8, 16, 32 with 64, 128, 256, 512, 512 channels (no classifier parameters); VGG-16 in
-this form is registered as BACKBONES "vgg16" (FCN-8s's encoder). `kernel_init` names the kernel
+strides 2, 4, 8, 16, 32 with 64, 128, 256, 512, 512 channels, and each stage's last convolution
+(after its ReLU, before the pool), {'conv1', ..., 'conv5'} at strides 1, 2, 4, 8, 16 ('conv5' is
+conv5_3, the feature map of Faster R-CNN's VGG-16); no classifier parameters. VGG-16 in this form
+is registered as BACKBONES "vgg16" (FCN-8s's and Faster R-CNN's encoder). `kernel_init` names the kernel
 initializers, "SPEC" or "CONV_SPEC,DENSE_SPEC" (research.models.initializers; default flax's
 lecun_normal, as before; torchvision's VGG is "he_normal,normal:0.01", its AlexNet "torch_default").
 """
@@ -74,7 +76,7 @@ class _Classifier(nn.Module):
 @BACKBONES.register("vgg16", depth=16, features_only=True)
 class VGG(nn.Module):
   """images [N, H, W, 3] (224 in the paper; any size >= 32) -> logits [N, num_classes], or with
-  features_only the pooled stage features {'c1'..'c5'} (module docstring)."""
+  features_only the stage features {'c1'..'c5', 'conv1'..'conv5'} (module docstring)."""
 
   depth: int = 16
   num_classes: int = 1000
@@ -92,8 +94,10 @@ class VGG(nn.Module):
     feats = {}
     for i, v in enumerate(_CFGS[self.depth]):
       if v == "M":
+        stage = len(feats) // 2 + 1
+        feats[f"conv{stage}"] = x
         x = max_pool(x, (2, 2))
-        feats[f"c{len(feats) + 1}"] = x
+        feats[f"c{stage}"] = x
         continue
       x = Conv(v, (3, 3), padding=1, kernel_init=kernel_initializers(self.kernel_init)[0], dtype=self.dtype,
                name=f"conv{i}")(x)

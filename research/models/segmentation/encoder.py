@@ -55,3 +55,12 @@ def build_backbone(backbone: str, dtype: Any, **kwargs: Any) -> nn.Module:
   ctor = BACKBONES.get(backbone)
   fields = getattr(getattr(ctor, "fn", ctor), "__dataclass_fields__", {})
   return ctor(dtype=dtype, **kwargs) if "dtype" in fields else ctor(**kwargs)
+
+
+def deepest_stage(features: Dict[str, Any]) -> str:
+  """The key of the deepest pooled stage 'cK' (largest K) in a backbone's features; other keys
+  (e.g. VGG's pre-pool 'conv5') are ignored."""
+  stages = [k for k in features if k[:1] == "c" and k[1:].isdigit()]
+  if not stages:
+    raise ValueError(f"backbone features have no 'cK' stage key: {sorted(features)}")
+  return max(stages, key=lambda k: int(k[1:]))

@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 
-from research.core.train import Trainer
+from research.core.train import Trainer, _summary_line
 from research.data import datasets, pipeline
 from tests.core_helpers import small_config
 
@@ -34,3 +34,10 @@ def test_trainer_eval_matches_direct_computation(data_dir, tmp_path):
   assert np.sum(artifacts["support"]) == 360
   assert scalars["accuracy"] == pytest.approx(accuracy, abs=1e-6)
   np.testing.assert_array_equal(np.bincount(labels, minlength=10), artifacts["support"])
+
+
+def test_eval_log_line_shows_the_least_nested_metrics():
+  assert _summary_line({"accuracy": 0.5, "loss": 1.0, "iou/cat": 0.25}) == "accuracy 0.5000, loss 1.0000"
+  multitask = {"classification/accuracy": 0.9, "segmentation/mIoU": 0.8, "segmentation/iou/cat": 0.7}
+  assert _summary_line(multitask) == "classification/accuracy 0.9000, segmentation/mIoU 0.8000"
+  assert _summary_line({}) == ""

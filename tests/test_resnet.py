@@ -50,7 +50,7 @@ def test_vgg_alexnet_parameter_counts_equal_torchvision(name, size):
 def test_adaptive_avg_pool_matches_torch():
   torch = pytest.importorskip("torch")
   import numpy as np
-  from research.models.classifiers.vgg import adaptive_avg_pool
+  from research.models.pooling import adaptive_avg_pool
   x = np.random.default_rng(0).normal(size=(2, 13, 10, 3)).astype(np.float32)
   ref = torch.nn.functional.adaptive_avg_pool2d(torch.tensor(x).permute(0, 3, 1, 2), 6).permute(0, 2, 3, 1)
   np.testing.assert_allclose(adaptive_avg_pool(jnp.asarray(x), 6), ref.numpy(), rtol=1e-5, atol=1e-6)

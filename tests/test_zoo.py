@@ -20,7 +20,7 @@ import research.models  # noqa: F401  (registers the models)
 from research.core.config import model_config
 from research.core.registry import BACKBONES, MODELS
 from research.core.state import count_params
-from research.models.classifiers.googlenet import max_pool_ceil
+from research.models.pooling import max_pool_ceil
 from research.models.initializers import KNOWN_SPECS, get_initializer, kernel_initializers
 from research.tasks.base import build_registered
 

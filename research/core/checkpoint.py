@@ -115,7 +115,7 @@ def merge_pretrained(fresh: PyTree, pretrained: PyTree, reinit: Sequence[str] = 
       report["reinitialized"].append(name)
       return leaf
     report["loaded"].append(name)
-    return jax.numpy.asarray(other, dtype=leaf.dtype)
+    return jax.numpy.asarray(other, dtype=jax.dtypes.canonicalize_dtype(leaf.dtype))
 
   merged = jax.tree_util.tree_map_with_path(pick, fresh)
   if not report["loaded"] and loaded_flat:

@@ -271,8 +271,7 @@ class Trainer:
             scalars, artifacts = self.evaluate(self.state)
             writer.write_scalars(step, {f"eval/{k}": v for k, v in scalars.items()})
             self._write_artifacts(step, artifacts, writer)
-            logging.info("eval at step %d: %s", step,
-                         ", ".join(f"{k} {v:.4f}" for k, v in scalars.items() if "/" not in k))
+            logging.info("eval at step %d: %s", step, _summary_line(scalars))
             result = {"step": step, **{f"eval/{k}": v for k, v in scalars.items()}}
             last_time = time.perf_counter()
           if step % config.checkpoint_every_steps == 0 or last or stop:
@@ -294,3 +293,10 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> Dict[str, Any]:
   eval metrics {'step': N, 'eval/<metric>': value}."""
   setup_compilation_cache(config, workdir)
   return Trainer(config, workdir).run()
+
+
+def _summary_line(scalars: Dict[str, float]) -> str:
+  """The headline metrics for the log: the least nested names ('accuracy', or a multi-task run's
+  'detection/mAP'), leaving breakdowns such as per-class 'iou/<class>' to the metric files."""
+  depth = min((k.count("/") for k in scalars), default=0)
+  return ", ".join(f"{k} {v:.4f}" for k, v in scalars.items() if k.count("/") == depth)

@@ -10,7 +10,7 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
   with the same regularization when the product is near-singular)."""
   mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
   cov1, cov2 = np.asarray(cov1, np.float64), np.asarray(cov2, np.float64)
-  covmean, _ = scipy.linalg.sqrtm(cov1 @ cov2, disp=False)
+  covmean = scipy.linalg.sqrtm(cov1 @ cov2)
   if not np.isfinite(covmean).all():
     offset = np.eye(cov1.shape[0]) * 1e-6
     covmean = scipy.linalg.sqrtm((cov1 + offset) @ (cov2 + offset))

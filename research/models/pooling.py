@@ -5,6 +5,8 @@ reduction written as a reshape; for windows equal to strides with VALID padding 
 AlexNet-style 2x2 pools) `max_pool` reshapes, otherwise it is `flax.linen.max_pool`. Gradients
 are equal except at ties inside a window, where the reshape form splits the gradient evenly
 (both are valid subgradients; after a ReLU, ties are at 0 where the ReLU gradient is 0 anyway).
+`max_pool_ceil` is torch's ceil-mode max pool (GoogLeNet's pools), `adaptive_avg_pool` torch's
+AdaptiveAvgPool2d (the VGG/AlexNet classifiers' input).
 """
 from __future__ import annotations
 
@@ -36,3 +38,38 @@ def avg_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int] | None 
              padding: str = "VALID") -> jax.Array:
   """x [N, H, W, C] -> [N, H', W', C], as nn.avg_pool (same fast path as max_pool)."""
   return _pool(x, window, strides, padding, jnp.mean, nn.avg_pool)
+
+
+def max_pool_ceil(x: jnp.ndarray, window: int, stride: int, padding: int = 0) -> jnp.ndarray:
+  """torch.nn.MaxPool2d(window, stride, padding, ceil_mode=True) on x [N, H, W, C] -> [N, H', W', C].
+
+  H' = ceil((H + 2 padding - window) / stride) + 1, minus one if the last window would start in
+  the bottom padding (torch's rule); windows reaching past the input see -inf, so they take the
+  maximum over their valid part.
+  """
+  pads = []
+  for size in x.shape[1:3]:
+    out = -(-(size + 2 * padding - window) // stride) + 1
+    if (out - 1) * stride >= size + padding:
+      out -= 1
+    if out < 1:
+      raise ValueError(f"max pool {window}/{stride} (padding {padding}, ceil mode) of a {size}-pixel side "
+                       f"has no output; e.g. GoogLeNet needs images of at least 15x15")
+    pads.append((padding, (out - 1) * stride + window - size - padding))
+  return nn.max_pool(x, (window, window), strides=(stride, stride), padding=pads)
+
+
+def adaptive_avg_pool(x: jnp.ndarray, size: int) -> jnp.ndarray:
+  """torch.nn.AdaptiveAvgPool2d(size) on NHWC: bin i covers [floor(i H / s), ceil((i + 1) H / s))."""
+  n, h, w, c = x.shape
+  if (h, w) == (size, size):
+    return x
+  rows = []
+  for i in range(size):
+    r0, r1 = (i * h) // size, -(-((i + 1) * h) // size)
+    cols = []
+    for j in range(size):
+      c0, c1 = (j * w) // size, -(-((j + 1) * w) // size)
+      cols.append(x[:, r0:r1, c0:c1].mean(axis=(1, 2)))
+    rows.append(jnp.stack(cols, axis=1))
+  return jnp.stack(rows, axis=1)

@@ -28,9 +28,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from research.core.registry import BACKBONES, MODELS
-from research.models.classifiers.vgg import adaptive_avg_pool
 from research.models.conv import Conv
 from research.models.initializers import kernel_initializers
+from research.models.pooling import adaptive_avg_pool, max_pool_ceil
 
 Output = Union[jnp.ndarray, Dict[str, jnp.ndarray]]
 
@@ -41,25 +41,6 @@ _BLOCKS = {
     "4d": (112, 144, 288, 32, 64, 64), "4e": (256, 160, 320, 32, 128, 128),
     "5a": (256, 160, 320, 32, 128, 128), "5b": (384, 192, 384, 48, 128, 128),
 }
-
-
-def max_pool_ceil(x: jnp.ndarray, window: int, stride: int, padding: int = 0) -> jnp.ndarray:
-  """torch.nn.MaxPool2d(window, stride, padding, ceil_mode=True) on x [N, H, W, C] -> [N, H', W', C].
-
-  H' = ceil((H + 2 padding - window) / stride) + 1, minus one if the last window would start in
-  the bottom padding (torch's rule); windows reaching past the input see -inf, so they take the
-  maximum over their valid part.
-  """
-  pads = []
-  for size in x.shape[1:3]:
-    out = -(-(size + 2 * padding - window) // stride) + 1
-    if (out - 1) * stride >= size + padding:
-      out -= 1
-    if out < 1:
-      raise ValueError(f"max pool {window}/{stride} (padding {padding}, ceil mode) of a {size}-pixel side "
-                       f"has no output; GoogLeNet needs images of at least 15x15")
-    pads.append((padding, (out - 1) * stride + window - size - padding))
-  return nn.max_pool(x, (window, window), strides=(stride, stride), padding=pads)
 
 
 class BasicConv(nn.Module):

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from research.core.registry import BACKBONES, MODELS
 from research.models.conv import Conv
 from research.models.initializers import kernel_initializers
-from research.models.pooling import max_pool
+from research.models.pooling import adaptive_avg_pool, max_pool
 
 _CFGS = {
     11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
@@ -29,22 +29,6 @@ _CFGS = {
     16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
     19: (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
 }
-
-
-def adaptive_avg_pool(x: jnp.ndarray, size: int) -> jnp.ndarray:
-  """torch.nn.AdaptiveAvgPool2d(size) on NHWC: bin i covers [floor(i H / s), ceil((i + 1) H / s))."""
-  n, h, w, c = x.shape
-  if (h, w) == (size, size):
-    return x
-  rows = []
-  for i in range(size):
-    r0, r1 = (i * h) // size, -(-((i + 1) * h) // size)
-    cols = []
-    for j in range(size):
-      c0, c1 = (j * w) // size, -(-((j + 1) * w) // size)
-      cols.append(x[:, r0:r1, c0:c1].mean(axis=(1, 2)))
-    rows.append(jnp.stack(cols, axis=1))
-  return jnp.stack(rows, axis=1)
 
 
 class _Classifier(nn.Module):

@@ -408,3 +408,23 @@ def test_unknown_initializer_lists_the_known_ones():
   with pytest.raises(ValueError) as info:
     get_initializer("gaussian")
   assert all(spec in str(info.value) for spec in KNOWN_SPECS)
+
+
+@pytest.mark.parametrize("name", ["vgg11", "alexnet"])
+def test_classifier_dropout_placement_is_torchvision_s(name):
+  """Dropout 1.0 in training shows where the dropouts sit: VGG drops each hidden layer's output
+  (so the last layer sees zeros: logits = its bias); AlexNet drops each hidden layer's input (so
+  the last layer sees relu(fc2's bias))."""
+  model = MODELS.build(name, num_classes=3, hidden=8, dropout_rate=1.0)
+  x = jnp.ones((2, 64, 64, 3))
+  variables = model.init(jax.random.PRNGKey(0), x)
+  head = variables["params"]["classifier"]
+  for i, layer in enumerate(("fc1", "fc2", "fc3")):  # Non-zero biases, so the two placements differ.
+    head[layer]["bias"] = jax.random.normal(jax.random.PRNGKey(i), head[layer]["bias"].shape)
+  logits = model.apply(variables, x, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
+  bias = np.asarray(head["fc3"]["bias"])
+  if name == "vgg11":
+    expected = bias
+  else:
+    expected = np.maximum(np.asarray(head["fc2"]["bias"]), 0) @ np.asarray(head["fc3"]["kernel"]) + bias
+  np.testing.assert_allclose(np.asarray(logits), np.broadcast_to(expected, (2, 3)), rtol=1e-5, atol=1e-6)

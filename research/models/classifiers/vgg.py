@@ -32,7 +32,10 @@ _CFGS = {
 
 
 class _Classifier(nn.Module):
-  """Adaptive pool to pool x pool, flatten, (dropout, FC hidden, ReLU) x 2, FC num_classes."""
+  """Adaptive pool to pool x pool, flatten, two hidden FC + ReLU layers with dropout, FC num_classes.
+
+  Dropout placement as torchvision: AlexNet (`dropout_first`) drops the input of each hidden FC
+  layer; VGG drops the output of each (so also the input of the last layer)."""
 
   num_classes: int
   hidden: int = 4096
@@ -40,14 +43,17 @@ class _Classifier(nn.Module):
   dropout_rate: float = 0.5
   kernel_init: str = "lecun_normal"
   dtype: Any = jnp.float32
+  dropout_first: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     init = kernel_initializers(self.kernel_init)[1]
     x = adaptive_avg_pool(x, self.pool).reshape(x.shape[0], -1)
+    dropout = lambda y: nn.Dropout(self.dropout_rate, deterministic=not train)(y)  # noqa: E731
     for i in range(2):
-      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      x = dropout(x) if self.dropout_first else x
       x = nn.relu(nn.Dense(self.hidden, kernel_init=init, dtype=self.dtype, name=f"fc{i + 1}")(x))
+      x = x if self.dropout_first else dropout(x)
     return nn.Dense(self.num_classes, kernel_init=init, dtype=self.dtype, name="fc3")(x).astype(jnp.float32)
 
 
@@ -121,5 +127,5 @@ class AlexNet(nn.Module):
         x = nn.max_pool(x, (3, 3), strides=(2, 2))
     if 0 in x.shape[1:3]:
       raise ValueError(f"AlexNet needs images of at least 63x63 (torchvision's min_size), got {in_hw}")
-    return _Classifier(self.num_classes, self.hidden, 6, self.dropout_rate, self.kernel_init, self.dtype,
+    return _Classifier(self.num_classes, self.hidden, 6, self.dropout_rate, self.kernel_init, self.dtype, True,
                        name="classifier")(x, train)

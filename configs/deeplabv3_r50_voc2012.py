@@ -12,7 +12,8 @@ The paper's training recipe (section 4) where this framework has it:
   optimizer SGD, momentum 0.9, batch 16, learning rate 0.007 decayed to 0 over 30k steps, weight
             decay 1e-4 (not stated in the paper; DeepLab's code and the reference run use it). The
             paper's decay is 'poly' (power 0.9).
-  model     output stride 16, ASPP with rates (6, 12, 18) and image pooling, 256 channels, BatchNorm
+  model     output stride 16 (layer4 dilated by 2 instead of strided, as torchvision's
+            replace_stride_with_dilation), ASPP with rates (6, 12, 18) and image pooling, 256 channels, BatchNorm
             trained (the paper's BatchNorm decay is 0.9997, ours 0.9; statistics are over the
             global batch of 16, whatever the number of devices, as the paper's single-GPU runs).
   eval      VOC 2012 val (1,449 images), single scale, whole images padded to 513 x 513.
@@ -24,7 +25,7 @@ from research.core.config import default_config, model_config, task_config
 def get_config():
   config = default_config()
   config.model = model_config("deeplabv3", backbone="resnet50", output_stride=16, aspp_features=256,
-                              rates=(6, 12, 18))
+                              rates=(6, 12, 18), dilated_backbone=True)
   config.dataset.name = "voc2012_segmentation"
   config.dataset.train_split = "train_aug"
   config.dataset.eval_split = "val"

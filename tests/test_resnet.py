@@ -1,6 +1,7 @@
 """ResNets: parameter counts equal torchvision's / the paper's, forward shapes, backbone features."""
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import research.models  # noqa: F401
@@ -54,3 +55,28 @@ def test_adaptive_avg_pool_matches_torch():
   x = np.random.default_rng(0).normal(size=(2, 13, 10, 3)).astype(np.float32)
   ref = torch.nn.functional.adaptive_avg_pool2d(torch.tensor(x).permute(0, 3, 1, 2), 6).permute(0, 2, 3, 1)
   np.testing.assert_allclose(adaptive_avg_pool(jnp.asarray(x), 6), ref.numpy(), rtol=1e-5, atol=1e-6)
+
+
+_TORCHVISION_RESNET_NAMES = [(r"^layer(\d)\.(\d+)", r"layer\1_\2"), (r"downsample\.0$", "downsample_conv"),
+                             (r"downsample\.1$", "downsample_bn")]
+
+
+@pytest.mark.parametrize("dilation", [(False, False, False), (False, False, True), (False, True, True)])
+def test_resnet50_matches_torchvision_with_and_without_dilation(dilation):
+  torch = pytest.importorskip("torch")
+  torchvision = pytest.importorskip("torchvision")
+  from tests.torch_weights import randomize_, torchvision_to_flax
+  torch.manual_seed(0)
+  ref = torchvision.models.resnet50(num_classes=5, replace_stride_with_dilation=list(dilation)).eval()
+  randomize_(ref)
+  x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+  with torch.no_grad():
+    expected = ref(torch.tensor(x).permute(0, 3, 1, 2)).numpy()
+  model = MODELS.build("resnet50", num_classes=5, replace_stride_with_dilation=dilation)
+  variables = torchvision_to_flax(ref.state_dict(), _TORCHVISION_RESNET_NAMES)
+  ours = jax.jit(model.apply)(variables, jnp.asarray(x))
+  np.testing.assert_allclose(np.asarray(ours), expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+  # The backbone form: 'c5' at output stride 32 / 16 / 8.
+  backbone = BACKBONES.build("resnet50", replace_stride_with_dilation=dilation)
+  feats = jax.eval_shape(lambda x: backbone.init_with_output(jax.random.PRNGKey(0), x)[0], x)
+  assert feats["c5"].shape[1] == 64 // {0: 32, 1: 16, 2: 8}[sum(dilation)]

@@ -67,3 +67,22 @@ def test_fcn8s_trains_on_shapes(data_dir, tmp_path):
   assert 0.0 < result["eval/miou"] <= 1.0 and 0.0 < result["eval/pixel_accuracy"] <= 1.0
   assert "eval/iou/circle" in result
   assert (tmp_path / "eval" / "step_6" / "masks.png").exists()
+
+
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_deeplabv3_dilated_backbone_reads_c5_at_the_output_stride(output_stride):
+  """With dilated_backbone, ASPP reads ResNet's 'c5' (2048 channels) at stride output_stride; without,
+  the undilated feature at that stride ('c3' 512 / 'c4' 1024 channels)."""
+  x = jnp.zeros((1, 64, 64, 3))
+
+  def aspp_input_channels(**kwargs):
+    model = MODELS.build("deeplabv3", num_classes=3, backbone="resnet50", output_stride=output_stride,
+                         aspp_features=8, **kwargs)
+    variables, logits = jax.eval_shape(lambda x: model.init_with_output(jax.random.PRNGKey(0), x)[::-1], x)
+    assert logits.shape == (1, 64, 64, 3)
+    return variables["params"]["aspp"]["b0"]["Conv_0"]["kernel"].shape[2]
+
+  assert aspp_input_channels(dilated_backbone=True) == 2048
+  assert aspp_input_channels() == {8: 512, 16: 1024}[output_stride]
+  with pytest.raises(ValueError, match="no option replace_stride_with_dilation"):
+    MODELS.build("deeplabv3", backbone="small_cnn", dilated_backbone=True).init(jax.random.PRNGKey(0), x)

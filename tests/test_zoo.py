@@ -23,6 +23,7 @@ from research.core.state import count_params
 from research.models.pooling import max_pool_ceil
 from research.models.initializers import KNOWN_SPECS, get_initializer, kernel_initializers
 from research.tasks.base import build_registered
+from tests.torch_weights import randomize_, torchvision_to_flax
 
 Inputs = Tuple[Tuple[Any, ...], Dict[str, Any]]
 
@@ -254,47 +255,17 @@ def test_max_pool_ceil_matches_torch(size, window, stride, padding):
   np.testing.assert_array_equal(max_pool_ceil(jnp.asarray(x), window, stride, padding), ref.permute(0, 2, 3, 1).numpy())
 
 
-def _torchvision_to_flax(state_dict: Dict[str, Any]) -> Dict[str, Any]:
-  """torchvision GoogLeNet state_dict -> {'params', 'batch_stats'} of GoogLeNet (names as torchvision's)."""
-  variables: Dict[str, Any] = {"params": {}, "batch_stats": {}}
-  for key, value in state_dict.items():
-    *path, leaf = key.replace("branch2.", "branch2_").replace("branch3.", "branch3_").replace(
-        "branch4.", "branch4_").split(".")
-    value = value.numpy()
-    if leaf == "num_batches_tracked":
-      continue
-    if path[-1] == "bn":
-      collection, leaf = {"weight": ("params", "scale"), "bias": ("params", "bias"),
-                          "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}[leaf]
-    elif leaf == "weight":
-      collection, leaf = "params", "kernel"
-      value = value.transpose(2, 3, 1, 0) if value.ndim == 4 else value.T
-    else:
-      collection = "params"
-    node = variables[collection]
-    for p in path:
-      node = node.setdefault(p, {})
-    node[leaf] = jnp.asarray(value)
-  return variables
-
-
 def test_googlenet_matches_torchvision():
   torch = pytest.importorskip("torch")
   torchvision = pytest.importorskip("torchvision")
   torch.manual_seed(0)
   ref = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False, num_classes=5).eval()
-  with torch.no_grad():  # Weights that keep activations O(1), and non-trivial BatchNorm statistics.
-    for m in ref.modules():
-      if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-        torch.nn.init.kaiming_normal_(m.weight)
-      elif isinstance(m, torch.nn.BatchNorm2d):
-        m.weight.uniform_(0.5, 1.5), m.bias.normal_(0, 0.1), m.running_mean.normal_(0, 0.1)
-        m.running_var.uniform_(0.5, 2.0)
+  randomize_(ref)
   x = np.random.default_rng(0).normal(size=(2, 57, 57, 3)).astype(np.float32)  # Odd sizes: ceil-mode pools.
   with torch.no_grad():
     expected = ref(torch.tensor(x).permute(0, 3, 1, 2)).numpy()
   model = MODELS.build("googlenet", num_classes=5, aux_logits=False)
-  variables = _torchvision_to_flax(ref.state_dict())
+  variables = torchvision_to_flax(ref.state_dict(), [(r"branch([234])\.", r"branch\1_")])
   ours = jax.jit(model.apply)(variables, jnp.asarray(x))
   np.testing.assert_allclose(np.asarray(ours), expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
 

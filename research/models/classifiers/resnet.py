@@ -16,7 +16,7 @@ flax's LeCun normal for the fc.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, Sequence, Union
+from typing import Any, Callable, Dict, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -35,22 +35,24 @@ def _norm(train: bool, dtype: Any, name: str, zero: bool = False) -> nn.BatchNor
 
 
 class BasicBlock(nn.Module):
-  """Two 3x3 convs; projection shortcut (1x1 conv + BN) when the shape changes."""
+  """Two 3x3 convs (dilated by `dilation`); projection shortcut (1x1 conv + BN) when the shape changes."""
 
   features: int
   strides: int = 1
   zero_init_residual: bool = False
   kernel_init: str = _INIT
   dtype: Any = jnp.float32
+  dilation: int = 1
   expansion = 1
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     conv = functools.partial(Conv, use_bias=False, kernel_init=kernel_initializers(self.kernel_init)[0],
                              dtype=self.dtype)
-    y = conv(self.features, (3, 3), strides=self.strides, padding=1, name="conv1")(x)
+    d = self.dilation
+    y = conv(self.features, (3, 3), strides=self.strides, padding=d, kernel_dilation=d, name="conv1")(x)
     y = nn.relu(_norm(train, self.dtype, "bn1")(y))
-    y = conv(self.features, (3, 3), padding=1, name="conv2")(y)
+    y = conv(self.features, (3, 3), padding=d, kernel_dilation=d, name="conv2")(y)
     y = _norm(train, self.dtype, "bn2", self.zero_init_residual)(y)
     if x.shape[-1] != self.features or self.strides != 1:
       x = conv(self.features, (1, 1), strides=self.strides, padding=0, name="downsample_conv")(x)
@@ -59,13 +61,14 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-  """1x1 reduce, 3x3 (stride here, as torchvision's ResNet v1.5), 1x1 expand by 4."""
+  """1x1 reduce, 3x3 (stride and `dilation` here, as torchvision's ResNet v1.5), 1x1 expand by 4."""
 
   features: int
   strides: int = 1
   zero_init_residual: bool = False
   kernel_init: str = _INIT
   dtype: Any = jnp.float32
+  dilation: int = 1
   expansion = 4
 
   @nn.compact
@@ -74,7 +77,8 @@ class Bottleneck(nn.Module):
                              dtype=self.dtype)
     out = self.features * 4
     y = nn.relu(_norm(train, self.dtype, "bn1")(conv(self.features, (1, 1), padding=0, name="conv1")(x)))
-    y = conv(self.features, (3, 3), strides=self.strides, padding=1, name="conv2")(y)
+    y = conv(self.features, (3, 3), strides=self.strides, padding=self.dilation, kernel_dilation=self.dilation,
+             name="conv2")(y)
     y = nn.relu(_norm(train, self.dtype, "bn2")(y))
     y = _norm(train, self.dtype, "bn3", self.zero_init_residual)(conv(out, (1, 1), padding=0, name="conv3")(y))
     if x.shape[-1] != out or self.strides != 1:
@@ -98,6 +102,10 @@ class ResNet(nn.Module):
   """images [N, H, W, 3] -> logits [N, num_classes] (or stage features, see module docstring).
 
   small_inputs: a 3x3 stride-1 stem without max pooling, for 32x32 images (resnet18_cifar).
+  replace_stride_with_dilation: for layer2, layer3, layer4, whether the stage keeps its input
+    resolution and dilates its 3x3 convolutions instead of striding (torchvision's argument, same
+    rule: a stage's first block uses the dilation before it). (False, False, True) gives output
+    stride 16 ('c5' at stride 16, DeepLab's backbone), (False, True, True) output stride 8.
   """
 
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
@@ -108,10 +116,14 @@ class ResNet(nn.Module):
   zero_init_residual: bool = False
   features_only: bool = False
   kernel_init: str = _INIT
+  replace_stride_with_dilation: Tuple[bool, bool, bool] = (False, False, False)
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> Output:
+    if len(self.replace_stride_with_dilation) != 3:
+      raise ValueError("replace_stride_with_dilation needs 3 values (layer2, layer3, layer4), got "
+                       f"{self.replace_stride_with_dilation}")
     conv_init, fc_init = kernel_initializers(self.kernel_init)
     x = x.astype(self.dtype)
     if self.small_inputs:
@@ -125,11 +137,15 @@ class ResNet(nn.Module):
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     feats = {}
     block = _BLOCKS[self.block]
+    dilation = 1
     for i, n in enumerate(self.stage_sizes):
+      stride, previous_dilation = (2 if i > 0 else 1), dilation
+      if i > 0 and self.replace_stride_with_dilation[i - 1]:
+        dilation, stride = dilation * stride, 1
       for j in range(n):
-        x = block(self.width * 2 ** i, strides=2 if (i > 0 and j == 0) else 1,
-                  zero_init_residual=self.zero_init_residual, kernel_init=self.kernel_init, dtype=self.dtype,
-                  name=f"layer{i + 1}_{j}")(x, train)
+        x = block(self.width * 2 ** i, strides=stride if j == 0 else 1,
+                  dilation=previous_dilation if j == 0 else dilation, zero_init_residual=self.zero_init_residual,
+                  kernel_init=self.kernel_init, dtype=self.dtype, name=f"layer{i + 1}_{j}")(x, train)
       feats[f"c{i + 2}"] = x
     if self.features_only:
       return feats

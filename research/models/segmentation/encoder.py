@@ -54,6 +54,10 @@ def build_backbone(backbone: str, dtype: Any, **kwargs: Any) -> nn.Module:
   """A registered backbone by name with `kwargs` (its `dtype` set when it has one)."""
   ctor = BACKBONES.get(backbone)
   fields = getattr(getattr(ctor, "fn", ctor), "__dataclass_fields__", {})
+  unknown = sorted(set(kwargs) - set(fields))
+  if fields and unknown:
+    raise ValueError(f"backbone {backbone!r} has no option {', '.join(unknown)} (e.g. dilation needs a ResNet "
+                     f"backbone)")
   return ctor(dtype=dtype, **kwargs) if "dtype" in fields else ctor(**kwargs)
 
 

@@ -86,3 +86,35 @@ def test_deeplabv3_dilated_backbone_reads_c5_at_the_output_stride(output_stride)
   assert aspp_input_channels() == {8: 512, 16: 1024}[output_stride]
   with pytest.raises(ValueError, match="no option replace_stride_with_dilation"):
     MODELS.build("deeplabv3", backbone="small_cnn", dilated_backbone=True).init(jax.random.PRNGKey(0), x)
+
+
+def test_fcn8s_voc_config_loads_vgg_classifier_into_fc6_fc7():
+  """configs/fcn8s_voc2012.py's init_from.rename: VGG-16's convolutions into the backbone and its
+  classifier fc1 / fc2 into fc6 / fc7, reshaped; fc7 at the centre of a 7x7 pool5 then equals the
+  classifier's second hidden layer (fc6's 7x7 window covers all of pool5 there)."""
+  import importlib.util
+  import os
+
+  from research.core.checkpoint import merge_pretrained
+  from research.core.state import count_params
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "fcn8s_voc2012.py")
+  spec = importlib.util.spec_from_file_location("fcn_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  full = MODELS.build("fcn8s", num_classes=21, **{k: v for k, v in config.model.items() if k != "name"})
+  full_params = jax.eval_shape(full.init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))["params"]
+  assert 134_000_000 < count_params(full_params) < 135_000_000  # the paper's FCN-8s: ~134M
+
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 224, 224, 3))  # pool5 is 7x7
+  classifier = MODELS.build("vgg16", num_classes=5, hidden=16)
+  fcn = MODELS.build("fcn8s", num_classes=3, backbone="vgg16", fc_channels=16)
+  pretrained = classifier.init(jax.random.PRNGKey(1), x)
+  merged, report = merge_pretrained(fcn.init(jax.random.PRNGKey(2), x), pretrained, rename=config.init_from.rename)
+  assert sorted(n for n in report["reinitialized"] if "backbone" in n or "fc" in n) == []
+  _, hidden = classifier.apply(pretrained, x, capture_intermediates=lambda m, _: m.name == "fc2",
+                               mutable=["intermediates"])
+  _, ours = fcn.apply(merged, x, capture_intermediates=lambda m, _: m.name == "fc7", mutable=["intermediates"])
+  expected = jax.nn.relu(hidden["intermediates"]["classifier"]["fc2"]["__call__"][0])[0]
+  np.testing.assert_allclose(jax.nn.relu(ours["intermediates"]["fc7"]["__call__"][0])[0, 3, 3], expected,
+                             rtol=1e-4, atol=1e-4 * float(jnp.abs(expected).max()))

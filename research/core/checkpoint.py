@@ -94,23 +94,32 @@ def merge_pretrained(fresh: PyTree, pretrained: PyTree, reinit: Sequence[str] = 
   """Transfer learning: take each leaf of `fresh` from `pretrained` where the path and shape match.
 
   `rename` holds (regex, replacement) pairs applied in order to the pretrained '/'-joined paths
-  before matching (to load a classifier into a composite model's 'backbone' scope). Leaves whose
+  before matching (to load a classifier into a composite model's 'backbone' scope). A renamed
+  leaf with the same number of elements but another shape is reshaped (row-major): FCN's fc6
+  [7, 7, 512, 4096] from VGG's classifier fc1 [25088, 4096], the paper's convolutionalization
+  (VGG flattens its 7x7x512 pooled map in the same order). Leaves whose
   path matches a regex in `reinit`, that are missing from `pretrained`, or whose shape differs (a
   new classification head) keep their fresh initialization. Nothing matching at all is an error
   (a wrong workdir or a missing rename), naming a path from each side.
   Returns (merged tree, {'loaded': [...], 'reinitialized': [...]}) with '/'-joined paths.
   """
-  loaded_flat = {}
-  for name, leaf in _flatten(pretrained).items():
+  loaded_flat, renamed = {}, set()
+  for original, leaf in _flatten(pretrained).items():
+    name = original
     for pattern, replacement in rename:
       name = re.sub(pattern, replacement, name)
     loaded_flat[name] = leaf
+    if name != original:
+      renamed.add(name)
   regexes = [re.compile(r) for r in reinit]
   report: Dict[str, list] = {"loaded": [], "reinitialized": []}
 
   def pick(path, leaf):
     name = "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
     other = loaded_flat.get(name)
+    if (other is not None and name in renamed and tuple(other.shape) != tuple(leaf.shape)
+        and np.size(other) == np.size(leaf)):
+      other = np.reshape(np.asarray(other), leaf.shape)
     if other is None or any(r.search(name) for r in regexes) or tuple(other.shape) != tuple(leaf.shape):
       report["reinitialized"].append(name)
       return leaf

@@ -178,10 +178,7 @@ class MultiTaskModel(nn.Module):
     if "detection" in self.heads:
       out["detection"] = self._detect(features, image_hw, train, targets.get("detection"))
     if "segmentation" in self.heads:
-      if isinstance(self.segmentation_head, DeepLabHead):
-        out["segmentation"] = self.segmentation_head(features, image_hw, train)
-      else:
-        out["segmentation"] = self.segmentation_head(features, image_hw)
+      out["segmentation"] = self.segmentation_head(features, image_hw, train)
     if "captioning" in self.heads:
       image = pooled(features)
       out["captioning"] = {"features": image}

@@ -1,7 +1,10 @@
 """FCN (Long et al. 2015): class scores from stride-32/16/8 features, fused by upsampling.
 
-variant '32s' scores c5 only; '16s' adds c4; '8s' adds c4 and c3 (the skip connections). Each
-step upsamples 2x, learned (ConvTranspose initialized to bilinear, as in the paper) or fixed
+variant '32s' scores c5 only; '16s' adds c4; '8s' adds c4 and c3 (the skip connections). With
+`fc_channels` > 0, c5 first goes through the paper's convolutionalized classifier: fc6 (7x7 conv,
+padding 3 where the paper pads the input by 100 and crops) and fc7 (1x1), each followed by ReLU and
+dropout (`fc_dropout`), 4,096 channels for VGG-16, loadable from VGG's classifier fc1/fc2 (the
+same numbers reshaped; see configs/fcn8s_voc2012.py). Each step upsamples 2x, learned (ConvTranspose initialized to bilinear, as in the paper) or fixed
 bilinear, and the result is upsampled to the input size. Output logits [N, H, W, num_classes].
 `FCNHead` is the decoder alone, on a backbone's feature dict (for models sharing a backbone).
 """
@@ -46,6 +49,8 @@ class FCNHead(nn.Module):
   variant: str = "8s"
   learned_upsampling: bool = True
   dtype: Any = jnp.float32
+  fc_channels: int = 0
+  fc_dropout: float = 0.5
 
   def _up2(self, x: jnp.ndarray, hw: tuple[int, int], name: str) -> jnp.ndarray:
     if not self.learned_upsampling:
@@ -56,10 +61,16 @@ class FCNHead(nn.Module):
     return y[:, :hw[0], :hw[1]]
 
   @nn.compact
-  def __call__(self, feats: Dict[str, jnp.ndarray], image_hw: Tuple[int, int]) -> jnp.ndarray:
+  def __call__(self, feats: Dict[str, jnp.ndarray], image_hw: Tuple[int, int], train: bool = False
+               ) -> jnp.ndarray:
     score = lambda f, n: Conv(self.num_classes, (1, 1), dtype=self.dtype, kernel_init=nn.initializers.zeros,  # noqa: E731
                               name=n)(f)
-    out = score(feats["c5"], "score_c5")
+    top = feats["c5"]
+    if self.fc_channels:
+      for name, kernel in (("fc6", 7), ("fc7", 1)):
+        top = nn.relu(Conv(self.fc_channels, (kernel, kernel), padding=kernel // 2, dtype=self.dtype, name=name)(top))
+        top = nn.Dropout(self.fc_dropout, deterministic=not train)(top)
+    out = score(top, "score_c5")
     skips = {"32s": (), "16s": ("c4",), "8s": ("c4", "c3")}[self.variant]
     for key in skips:
       skip = feats[key]
@@ -77,11 +88,14 @@ class FCN(nn.Module):
   backbone: str = "small_cnn"
   variant: str = "8s"
   learned_upsampling: bool = True
+  fc_channels: int = 0
+  fc_dropout: float = 0.5
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     feats = build_backbone(self.backbone, self.dtype, name="backbone")(x, train)
-    head = FCNHead(self.num_classes, self.variant, self.learned_upsampling, self.dtype)
+    head = FCNHead(self.num_classes, self.variant, self.learned_upsampling, self.dtype, self.fc_channels,
+                   self.fc_dropout)
     nn.share_scope(self, head)
-    return head(feats, x.shape[1:3])
+    return head(feats, x.shape[1:3], train)

@@ -11,8 +11,9 @@ trained on nor counted (VOC07 11-point AP). RPN on conv5_3 (stride 16) with 9 an
 512 at ratios 0.5, 1, 2), 2000 proposals in training and 300 at test; 128 RoIs an image at 25%
 foreground; RoI features 7 x 7 into two 4096-wide FC layers; conv1-conv2 frozen.
 Deviations: RoIAlign instead of RoI max pooling; the shorter side of 600 pixels becomes a longer
-side of 800 (the same scale for VOC's typical 500 x 375 images), padded to 800 x 800; the FC
-layers start fresh rather than from VGG's fc6/fc7.
+side of 800 (the same scale for VOC's typical 500 x 375 images), padded to 800 x 800; no dropout
+in the two FC layers (torchvision's TwoMLPHead), which load VGG's fc6/fc7 (classifier fc1/fc2:
+RoI features are flattened in VGG's 7 x 7 x 512 order) as in the paper.
 Expected: 69.9 mAP on VOC07 test (experiments/faster_rcnn_vgg16_voc07.py).
 """
 from research.core.config import default_config, model_config, task_config
@@ -40,7 +41,9 @@ def get_config():
   config.optimizer.schedule = "step"
   config.optimizer.boundaries = (0.75,)
   config.optimizer.freeze = (r"backbone/conv[0-4]/",)  # conv1_x and conv2_x (conv2, conv5 are pools)
-  config.init_from.rename = (("^(params|batch_stats)/", r"\1/backbone/"),)
+  config.init_from.rename = (("^params/classifier/fc1/", "params/head/box_head/fc6/"),
+                             ("^params/classifier/fc2/", "params/head/box_head/fc7/"),
+                             ("^(params|batch_stats)/(?!head/)", r"\1/backbone/"))
   config.log_every_steps = 100
   config.eval_every_steps = 20000
   config.checkpoint_every_steps = 5000

@@ -1,5 +1,9 @@
-"""Small configs for core tests: LeNet-5 on `digits`, a few steps, no compilation cache."""
+"""Small configs for core tests: LeNet-5 on `digits`, a few steps, no compilation cache; the
+project's config files by name."""
 from __future__ import annotations
+
+import importlib.util
+import os
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -42,3 +46,15 @@ def small_config(data_dir: str, steps: int = 8, model: str = "lenet5"):
   config.optimizer.learning_rate = 0.05
   config.compilation_cache_dir = ""
   return config
+
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def load_config_file(name_or_path: str):
+  """get_config() of configs/<name>.py (or of a path)."""
+  path = name_or_path if os.path.sep in name_or_path else os.path.join(CONFIG_DIR, name_or_path + ".py")
+  spec = importlib.util.spec_from_file_location("config_under_test", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()

@@ -1,6 +1,5 @@
 """Every config file loads, and names only keys, models and tasks the framework knows."""
 import glob
-import importlib.util
 import os
 
 import jax
@@ -11,16 +10,12 @@ import research.models  # noqa: F401
 import research.tasks  # noqa: F401
 from research.core.config import validate
 from research.core.registry import BACKBONES, MODELS, TASKS
+from tests.core_helpers import load_config_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
 
-
-def _load(path):
-  spec = importlib.util.spec_from_file_location("config_under_test", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+_load = load_config_file
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[os.path.basename(p) for p in CONFIGS])

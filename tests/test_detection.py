@@ -168,3 +168,26 @@ def test_training_run_reports_coco_metrics_and_pictures(data_dir, tmp_path):
   for name in ("eval/mAP", "eval/AP50", "eval/AP75"):
     assert 0.0 <= result[name] <= 1.0
   assert any(p.name.endswith(".png") for p in tmp_path.rglob("*detections*"))
+
+
+def test_vgg16_voc07_config_loads_the_imagenet_classifier_into_backbone_and_box_head():
+  """configs/faster_rcnn_vgg16_voc07.py: every VGG-16 convolution goes into the backbone and the
+  classifier's fc1 / fc2 into the box head's fc6 / fc7 (same shapes); only the RPN, the predictors
+  and VGG's own last layer are left out."""
+  from research.core.checkpoint import merge_pretrained
+  from research.core.registry import MODELS
+  from tests.core_helpers import load_config_file
+  config = load_config_file("faster_rcnn_vgg16_voc07")
+  x = jnp.zeros((1, 64, 64, 3))
+  kwargs = {**{k: v for k, v in config.model.items() if k != "name"}, "box_head_hidden": 16}  # 4096 in the config
+  model = MODELS.build("faster_rcnn", num_classes=20, **kwargs)
+  fresh = jax.eval_shape(lambda x: model.init({"params": jax.random.PRNGKey(0), "sampling": jax.random.PRNGKey(1)},
+                                              x), x)
+  pretrained = jax.eval_shape(MODELS.build("vgg16", num_classes=1000, hidden=16).init, jax.random.PRNGKey(0),
+                              jnp.zeros((1, 224, 224, 3)))
+  pretrained = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), pretrained)
+  _, report = merge_pretrained(fresh, pretrained, rename=config.init_from.rename)
+  assert sorted(report["reinitialized"]) == sorted(
+      f"params/head/{n}/{leaf}" for n in ("box_head/cls_score", "box_head/bbox_pred", "rpn/bbox_pred",
+                                          "rpn/cls_logits", "rpn/conv") for leaf in ("bias", "kernel"))
+  assert len(report["loaded"]) == 2 * 13 + 4  # 13 convolutions, fc6, fc7

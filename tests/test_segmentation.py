@@ -92,16 +92,10 @@ def test_fcn8s_voc_config_loads_vgg_classifier_into_fc6_fc7():
   """configs/fcn8s_voc2012.py's init_from.rename: VGG-16's convolutions into the backbone and its
   classifier fc1 / fc2 into fc6 / fc7, reshaped; fc7 at the centre of a 7x7 pool5 then equals the
   classifier's second hidden layer (fc6's 7x7 window covers all of pool5 there)."""
-  import importlib.util
-  import os
-
   from research.core.checkpoint import merge_pretrained
   from research.core.state import count_params
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "fcn8s_voc2012.py")
-  spec = importlib.util.spec_from_file_location("fcn_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  from tests.core_helpers import load_config_file
+  config = load_config_file("fcn8s_voc2012")
   full = MODELS.build("fcn8s", num_classes=21, **{k: v for k, v in config.model.items() if k != "name"})
   full_params = jax.eval_shape(full.init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))["params"]
   assert 134_000_000 < count_params(full_params) < 135_000_000  # the paper's FCN-8s: ~134M

@@ -2,7 +2,6 @@
 project's config files by name."""
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import flax.linen as nn
@@ -10,7 +9,7 @@ import jax.numpy as jnp
 
 import research.models  # noqa: F401
 import research.tasks  # noqa: F401
-from research.core.config import default_config
+from research.core.config import default_config, load_config_file
 from research.core.registry import MODELS
 
 
@@ -51,10 +50,7 @@ def small_config(data_dir: str, steps: int = 8, model: str = "lenet5"):
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
-def load_config_file(name_or_path: str):
+def project_config(name_or_path: str):
   """get_config() of configs/<name>.py (or of a path)."""
   path = name_or_path if os.path.sep in name_or_path else os.path.join(CONFIG_DIR, name_or_path + ".py")
-  spec = importlib.util.spec_from_file_location("config_under_test", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return load_config_file(path)

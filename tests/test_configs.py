@@ -10,12 +10,12 @@ import research.models  # noqa: F401
 import research.tasks  # noqa: F401
 from research.core.config import validate
 from research.core.registry import BACKBONES, MODELS, TASKS
-from tests.core_helpers import load_config_file
+from tests.core_helpers import project_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
 
-_load = load_config_file
+_load = project_config
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[os.path.basename(p) for p in CONFIGS])

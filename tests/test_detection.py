@@ -176,8 +176,8 @@ def test_vgg16_voc07_config_loads_the_imagenet_classifier_into_backbone_and_box_
   and VGG's own last layer are left out."""
   from research.core.checkpoint import merge_pretrained
   from research.core.registry import MODELS
-  from tests.core_helpers import load_config_file
-  config = load_config_file("faster_rcnn_vgg16_voc07")
+  from tests.core_helpers import project_config
+  config = project_config("faster_rcnn_vgg16_voc07")
   x = jnp.zeros((1, 64, 64, 3))
   kwargs = {**{k: v for k, v in config.model.items() if k != "name"}, "box_head_hidden": 16}  # 4096 in the config
   model = MODELS.build("faster_rcnn", num_classes=20, **kwargs)

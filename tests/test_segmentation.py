@@ -94,8 +94,8 @@ def test_fcn8s_voc_config_loads_vgg_classifier_into_fc6_fc7():
   classifier's second hidden layer (fc6's 7x7 window covers all of pool5 there)."""
   from research.core.checkpoint import merge_pretrained
   from research.core.state import count_params
-  from tests.core_helpers import load_config_file
-  config = load_config_file("fcn8s_voc2012")
+  from tests.core_helpers import project_config
+  config = project_config("fcn8s_voc2012")
   full = MODELS.build("fcn8s", num_classes=21, **{k: v for k, v in config.model.items() if k != "name"})
   full_params = jax.eval_shape(full.init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))["params"]
   assert 134_000_000 < count_params(full_params) < 135_000_000  # the paper's FCN-8s: ~134M

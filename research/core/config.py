@@ -10,6 +10,9 @@ model / task (`name` picks the entry), checked when the model or task is built.
 from __future__ import annotations
 
 import difflib
+import importlib.util
+import os
+import re
 from typing import Any, Iterable
 
 from ml_collections import ConfigDict
@@ -164,3 +167,17 @@ def duration_steps(config: ConfigDict, train_size: int) -> int:
   if config.num_epochs > 0:
     return max(1, int(round(config.num_epochs * train_size / config.batch_size)))
   raise ConfigError("set config.num_train_steps or config.num_epochs to a positive value")
+
+
+def load_python_file(path: str, kind: str = "config") -> Any:
+  """The module of a plain Python file (a config or an experiment), under a name unique to its path."""
+  name = f"_{kind}_{re.sub(r'[^A-Za-z0-9_]', '_', os.path.abspath(path))}"
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def load_config_file(path: str) -> ConfigDict:
+  """get_config() of a config file."""
+  return load_python_file(path, "config").get_config()

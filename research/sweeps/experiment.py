@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
-import importlib.util
 import itertools
 import json
 import math
@@ -39,6 +38,8 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ml_collections import ConfigDict
+
+from research.core.config import load_config_file, load_python_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 Value = Any
@@ -292,7 +293,7 @@ class Experiment:
 
   def base_config(self) -> ConfigDict:
     """The config file's get_config()."""
-    return _load_module(self.config_path, "config").get_config()
+    return load_config_file(self.config_path)
 
   def build_config(self, trial: Trial) -> ConfigDict:
     """The config a trial trains with; ExperimentError names a field the config lacks."""
@@ -323,7 +324,7 @@ def load_experiment(path: str) -> Experiment:
   """Runs an experiment file's get_experiment(); fails clearly if its config file is missing."""
   if not os.path.exists(path):
     raise ExperimentError(f"no experiment file {path}")
-  module = _load_module(path, "experiment")
+  module = load_python_file(path, "experiment")
   if not hasattr(module, "get_experiment"):
     raise ExperimentError(f"{path} defines no get_experiment()")
   experiment = module.get_experiment()
@@ -332,14 +333,6 @@ def load_experiment(path: str) -> Experiment:
         f"experiment {experiment.name} ({path}) uses the config {experiment.config}, which does not "
         f"exist (looked for {experiment.config_path})")
   return experiment
-
-
-def _load_module(path: str, kind: str):
-  name = f"_{kind}_{re.sub(r'[^A-Za-z0-9_]', '_', os.path.abspath(path))}"
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def canonical(value: Value) -> Value:

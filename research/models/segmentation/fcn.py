@@ -5,8 +5,9 @@ variant '32s' scores c5 only; '16s' adds c4; '8s' adds c4 and c3 (the skip conne
 padding 3 where the paper pads the input by 100 and crops) and fc7 (1x1), each followed by ReLU and
 dropout (`fc_dropout`), 4,096 channels for VGG-16, loadable from VGG's classifier fc1/fc2 (the
 same numbers reshaped; see configs/fcn8s_voc2012.py). Each step upsamples 2x, learned
-(ConvTranspose initialized to bilinear, as in the paper) or fixed bilinear, and the result is upsampled to the input size. Output logits [N, H, W, num_classes].
-`FCNHead` is the decoder alone, on a backbone's feature dict (for models sharing a backbone).
+(ConvTranspose initialized to bilinear, as in the paper) or fixed bilinear, and the result is
+upsampled to the input size. Output logits [N, H, W, num_classes]. `FCNHead` is the decoder
+alone, on a backbone's feature dict (for models sharing a backbone).
 """
 from __future__ import annotations
 

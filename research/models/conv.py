@@ -49,22 +49,33 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from research.models import native_conv
+
 PaddingLike = Union[str, int, Sequence[Union[int, tuple[int, int]]]]
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
 IMPL_ENV_VAR = "RESEARCH_CONV_IMPL"
-IMPLS = ("auto", "xla", "cpu")
+IMPLS = ("auto", "xla", "cpu", "native")
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
 
 def resolve_impl(impl: Optional[str] = None) -> str:
-  """Returns "xla" or "cpu": `impl`, else $RESEARCH_CONV_IMPL, else "auto" (CPU path on the CPU backend)."""
+  """Returns "xla", "cpu" or "native": `impl`, else $RESEARCH_CONV_IMPL, else "auto".
+
+  "auto" is "native" on the CPU backend when the native kernels build (research.models.native_conv),
+  "cpu" on the CPU backend when they do not, and "xla" elsewhere.
+  """
   impl = impl or os.environ.get(IMPL_ENV_VAR) or "auto"
   if impl not in IMPLS:
     raise ValueError(f"Unknown convolution implementation {impl!r}; expected one of {IMPLS} "
                      f"(argument `impl` or ${IMPL_ENV_VAR}).")
   if impl == "auto":
-    return "cpu" if jax.default_backend() == "cpu" else "xla"
+    if jax.default_backend() != "cpu":
+      return "xla"
+    return "native" if native_conv.available() else "cpu"
+  if impl == "native" and not native_conv.available():
+    raise RuntimeError(f"Convolution implementation 'native' was asked for, but the native kernels are "
+                       f"unavailable: {native_conv.unavailable_reason()}")
   return impl
 
 
@@ -84,11 +95,13 @@ def explicit_padding(padding: PaddingLike, in_hw: Sequence[int], kernel_hw: Sequ
 
 
 class _Spec(NamedTuple):
-  """Static convolution parameters (hashable, for custom_vjp): ((sh, sw), ((top, bottom), (left, right)), (dh, dw), groups)."""
+  """Static convolution parameters (hashable, for custom_vjp): ((sh, sw), ((top, bottom), (left, right)), (dh, dw),
+  groups, whether the native kernels may be used)."""
   strides: tuple[int, int]
   pads: Pads
   dilation: tuple[int, int]
   groups: int
+  native: bool = False
 
 
 def _xla_conv(x: jnp.ndarray, kernel: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
@@ -177,6 +190,21 @@ _MAX_KERNEL_GRAD_CHUNKS = 32
 _MATERIALIZE_MIN_CHANNELS = 16
 
 
+# The native kernels (spec.native) compute every forward pass and kernel gradient with more than one
+# input channel, and stride-1 input gradients with at least this many input channels (below it,
+# the col2im matmul is faster: LeNet's 6-channel layer).
+_NATIVE_INPUT_GRAD_MIN_CHANNELS = 16
+
+
+def _native_kernel_grad(x: jnp.ndarray, spec: _Spec) -> bool:
+  return spec.native and x.shape[3] > 1
+
+
+def _in_f32(fn: Callable[..., jnp.ndarray], out_dtype: Any, a: jnp.ndarray, b: jnp.ndarray, *static) -> jnp.ndarray:
+  """fn(a, b, *static) on f32 copies of a and b (the native kernels are f32), cast to out_dtype."""
+  return fn(a.astype(jnp.float32), b.astype(jnp.float32), *static).astype(out_dtype)
+
+
 def _eigen_already(cin: int, cout: int) -> bool:
   """Whether XLA:CPU runs the plain convolution with Eigen (YNNPACK declines <= 16 channels)."""
   return max(cin, cout) <= 16
@@ -187,6 +215,8 @@ def _forward(x: jnp.ndarray, kernel: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
   cin, cout = x.shape[3], kernel.shape[3]
   if cin == 1:
     return _tap_sum_conv(x, kernel, spec)
+  if spec.native:
+    return _in_f32(native_conv.forward, x.dtype, x, kernel, spec.strides, spec.pads, spec.dilation)
   if _eigen_already(cin, cout) or cin <= _FEW_CHANNELS:
     return _xla_conv(x, kernel, spec)
   return _row_dilated_conv(x, kernel, spec)
@@ -195,6 +225,9 @@ def _forward(x: jnp.ndarray, kernel: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
 def _input_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
   """dL/dx [N, H, W, C_in] from dy [N, H', W', C_out]."""
   cin, cout = x.shape[3], kernel.shape[3]
+  if spec.native and spec.strides == (1, 1) and cin >= _NATIVE_INPUT_GRAD_MIN_CHANNELS:
+    return native_conv.match_varying(
+        _in_f32(native_conv.input_grad_stride1, x.dtype, dy, kernel, spec.pads, spec.dilation), x)
   if cin <= _COL2IM_MAX_CHANNELS and spec.groups == 1 and spec.strides == (1, 1):
     return _col2im_input_grad(kernel, dy, x.shape, spec)
   # For strides > 1 the transposed convolution has base dilation, so it runs on Eigen as it is.
@@ -205,6 +238,10 @@ def _input_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec: _Spe
 
 def _kernel_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
   """dL/dkernel [kh, kw, C_in/groups, C_out] from dy [N, H', W', C_out]."""
+  if _native_kernel_grad(x, spec):
+    return native_conv.match_varying(
+        _in_f32(native_conv.kernel_grad, kernel.dtype, x, dy, kernel.shape[:2], spec.strides, spec.pads,
+                spec.dilation), kernel)
   if 1 < spec.groups <= _MAX_SPLIT_GROUPS:
     ungrouped = spec._replace(groups=1)
     return jnp.concatenate([_kernel_grad(xg, kg, dg, ungrouped) for xg, kg, dg in
@@ -240,7 +277,8 @@ def _materialized(x: jnp.ndarray) -> jnp.ndarray:
 
 
 def _cpu_conv_fwd(x, kernel, spec):
-  x = _materialized(x)
+  if not _native_kernel_grad(x, spec):
+    x = _materialized(x)
   return _forward(x, kernel, spec), (x, kernel)
 
 
@@ -279,11 +317,13 @@ def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, strides: Union[int, Sequence[int
   """
   strides, dilation = _pair(strides), _pair(dilation)
   pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides, dilation)
-  if resolve_impl(impl) == "xla":
+  impl = resolve_impl(impl)
+  if impl == "xla":
     return _xla_conv(x, kernel, _Spec(strides, pads, dilation, feature_group_count))
   if kernel.shape[:2] == (1, 1):
     return _pointwise_conv(x, kernel, strides, pads, feature_group_count)
-  return _cpu_conv(x, kernel, _Spec(strides, pads, dilation, feature_group_count))
+  native = impl == "native" and feature_group_count == 1
+  return _cpu_conv(x, kernel, _Spec(strides, pads, dilation, feature_group_count, native))
 
 
 class Conv(nn.Module):

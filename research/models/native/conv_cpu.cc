@@ -1,0 +1,368 @@
+// Direct 2-D convolution kernels for XLA:CPU, called from JAX through the XLA FFI
+// (research/models/native_conv.py builds this file on first use and registers the handlers).
+//
+// Layouts: input NHWC, already padded by the caller (the kernels compute a VALID convolution with
+// strides and kernel dilation); kernel HWIO [kh, kw, C, K]; output NHWC. f32 throughout.
+//
+//   research_conv_forward      y  [N, OH, OW, K]  from xp [N, Hp, Wp, C] and w [kh, kw, C, K]
+//   research_conv_kernel_grad  dw [kh, kw, C, K16] from xp [N, Hp, Wp, C] and dy [N, OH, OW, K16],
+//                              K16 a multiple of 16 (the caller pads the channels of dy)
+//
+// Both are register-blocked outer-product loops over 16-float vectors (GCC vector extensions, so
+// the compiler emits AVX-512, AVX2 or NEON for the host it is built on), with no im2col buffer:
+//   forward: P output pixels of one row x V vectors of output channels accumulate in registers,
+//            one weight vector load and P broadcasts of input values per (tap, input channel);
+//   kernel gradient: CB input channels x V vectors of output channels accumulate in registers over
+//            a block of output rows, one dy load and CB broadcasts of input values per pixel.
+// Work is split over XLA's intra-op thread pool (rows of the output; images and row blocks for the
+// kernel gradient, each worker summing into its own copy of dw, added at the end).
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr int kLanes = 16;
+typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
+
+inline Vec Load(const float* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof(Vec));
+  return v;
+}
+
+inline void Store(float* p, const Vec& v, int lanes) { std::memcpy(p, &v, lanes * sizeof(float)); }
+
+inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Splits `total` into the fewest blocks of at most `max_block`, as even as possible: the block size.
+inline int64_t EvenBlock(int64_t total, int64_t max_block) { return CeilDiv(total, CeilDiv(total, max_block)); }
+
+// ---------------------------------------------------------------------------------------------
+// Parallel loop on XLA's intra-op thread pool.
+
+struct ParallelState {
+  std::atomic<int64_t> next{0};
+  std::atomic<int> joined{1};  // the caller is worker 0
+  std::mutex mu;
+  std::condition_variable cv;
+  int64_t done = 0;  // tasks finished; guarded by mu
+};
+
+// Runs body(worker, task) for every task in [0, num_tasks) on the calling thread and up to
+// max_workers - 1 threads of the pool; worker < max_workers identifies the thread (for per-thread
+// scratch). Tasks are claimed one at a time, so a helper that starts late finds nothing left to do
+// and the caller never waits on a helper that has not claimed a task.
+template <typename Body>
+void ParallelFor(ffi::ThreadPool& pool, int64_t num_tasks, int max_workers, const Body& body) {
+  if (num_tasks <= 0) return;
+  auto state = std::make_shared<ParallelState>();
+  auto work = [state, num_tasks, &body](int worker) {
+    int64_t finished = 0;
+    for (int64_t t; (t = state->next.fetch_add(1)) < num_tasks; ++finished) body(worker, t);
+    if (finished > 0) {
+      std::lock_guard<std::mutex> lock(state->mu);
+      state->done += finished;
+      if (state->done == num_tasks) state->cv.notify_all();
+    }
+  };
+  const int64_t helpers = std::min<int64_t>({pool.num_threads() - 1, max_workers - 1, num_tasks - 1});
+  for (int64_t h = 0; h < helpers; ++h) {
+    pool.Schedule([state, work, max_workers] {
+      const int worker = state->joined.fetch_add(1);
+      if (worker < max_workers) work(worker);
+    });
+  }
+  work(0);
+  std::unique_lock<std::mutex> lock(state->mu);
+  state->cv.wait(lock, [&] { return state->done == num_tasks; });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Geometry shared by the kernels.
+
+struct Geometry {
+  int64_t n, h, w, c;     // input [n, h, w, c]
+  int64_t kh, kw, k;      // kernel [kh, kw, c, k]
+  int64_t oh, ow;         // output [n, oh, ow, k]
+  int64_t sh, sw, dh, dw; // strides, kernel dilation
+  int64_t top, left;      // padding before row 0 / column 0 (negative: cropped)
+  int64_t ws;             // columns of the padded input the output reads: (ow - 1) * sw + (kw - 1) * dw + 1
+};
+
+ffi::Error MakeGeometry(ffi::Span<const int64_t> x, ffi::Span<const int64_t> kernel, ffi::Span<const int64_t> y,
+                        int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t top, int64_t left, Geometry* g) {
+  if (x.size() != 4 || kernel.size() != 4 || y.size() != 4) return ffi::Error::InvalidArgument("expected rank-4 arrays");
+  if (sh < 1 || sw < 1 || dh < 1 || dw < 1) return ffi::Error::InvalidArgument("strides and dilations must be >= 1");
+  if (kernel[2] != x[3] || y[0] != x[0] || y[3] != kernel[3])
+    return ffi::Error::InvalidArgument("batch or channel sizes of input, kernel and output disagree");
+  *g = Geometry{x[0], x[1], x[2], x[3], kernel[0], kernel[1], kernel[3], y[1], y[2], sh, sw, dh, dw, top, left,
+                (y[2] - 1) * sw + (kernel[1] - 1) * dw + 1};
+  if (g->oh < 1 || g->ow < 1) return ffi::Error::InvalidArgument("empty output");
+  return ffi::Error::Success();
+}
+
+int MaxWorkers(ffi::ThreadPool& pool) { return static_cast<int>(std::max<int64_t>(1, pool.num_threads())); }
+
+// Copies `rows` rows of image n's zero-padded input, from padded row `row0` on, into
+// scratch [rows, g.ws, g.c]: scratch (r, col) = x (row0 + r - top, col - left), zero outside x.
+void CopyPaddedRows(const Geometry& g, const float* x, int64_t n, int64_t row0, int64_t rows, float* scratch) {
+  const int64_t col_begin = std::clamp<int64_t>(g.left, 0, g.ws);           // first scratch column inside x
+  const int64_t col_end = std::clamp<int64_t>(g.left + g.w, col_begin, g.ws);  // one past the last
+  for (int64_t r = 0; r < rows; ++r) {
+    float* out = scratch + r * g.ws * g.c;
+    const int64_t source = row0 + r - g.top;
+    if (source < 0 || source >= g.h || col_begin == col_end) {
+      std::fill(out, out + g.ws * g.c, 0.0f);
+      continue;
+    }
+    std::fill(out, out + col_begin * g.c, 0.0f);
+    std::memcpy(out + col_begin * g.c, x + ((n * g.h + source) * g.w + col_begin - g.left) * g.c,
+                (col_end - col_begin) * g.c * sizeof(float));
+    std::fill(out + col_end * g.c, out + g.ws * g.c, 0.0f);
+  }
+}
+
+// Per-worker scratch buffers of one size.
+class Scratch {
+ public:
+  Scratch(int workers, int64_t size) : size_(size), data_(workers * size) {}
+  float* operator[](int worker) { return data_.data() + worker * size_; }
+
+ private:
+  int64_t size_;
+  std::vector<float> data_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Forward: P output pixels x V channel vectors per register block, reading padded rows [*, g.ws, g.c].
+
+template <int P, int V>
+void ForwardBlock(const Geometry& g, const float* x, const float* w, int64_t kp, float* y, int last_lanes) {
+  Vec acc[P][V] = {};
+  const int64_t pixel_step = g.sw * g.c;
+  for (int64_t i = 0; i < g.kh; ++i) {
+    for (int64_t j = 0; j < g.kw; ++j) {
+      const float* xs = x + (i * g.dh * g.ws + j * g.dw) * g.c;
+      const float* ws = w + (i * g.kw + j) * g.c * kp;
+      for (int64_t c = 0; c < g.c; ++c, ws += kp) {
+        Vec wv[V];
+#pragma GCC unroll 8
+        for (int v = 0; v < V; ++v) wv[v] = Load(ws + v * kLanes);
+#pragma GCC unroll 32
+        for (int p = 0; p < P; ++p) {
+          const float s = xs[p * pixel_step + c];
+#pragma GCC unroll 8
+          for (int v = 0; v < V; ++v) acc[p][v] += s * wv[v];
+        }
+      }
+    }
+  }
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < V; ++v) Store(y + p * g.k + v * kLanes, acc[p][v], v == V - 1 ? last_lanes : kLanes);
+}
+
+// Most pixels per block for V channel vectors: P * V accumulators plus V weights fit 32 registers.
+constexpr int MaxPixels(int v) { return v == 1 ? 24 : v == 2 ? 12 : v == 3 ? 8 : 6; }
+constexpr int kMaxVectors = 4;
+
+template <int V, int P = MaxPixels(V)>
+void ForwardDispatch(int pixels, const Geometry& g, const float* x, const float* w, int64_t kp, float* y,
+                     int last_lanes) {
+  if constexpr (P > 1) {
+    if (pixels < P) return ForwardDispatch<V, P - 1>(pixels, g, x, w, kp, y, last_lanes);
+  }
+  ForwardBlock<P, V>(g, x, w, kp, y, last_lanes);
+}
+
+// Output row `row` (= n * oh + oh) from its padded input rows in `rows` [(kh - 1) * dh + 1, ws, c].
+void ForwardRow(const Geometry& g, const float* rows, const float* wpack, int64_t kp, float* y, int64_t row) {
+  float* y_row = y + row * g.ow * g.k;
+  const int64_t vectors = kp / kLanes;
+  for (int64_t v0 = 0; v0 < vectors; v0 += kMaxVectors) {
+    const int v = static_cast<int>(std::min<int64_t>(kMaxVectors, vectors - v0));
+    const int64_t co0 = v0 * kLanes;
+    const int last_lanes = static_cast<int>(std::min<int64_t>(kLanes, g.k - (co0 + (v - 1) * kLanes)));
+    const int64_t block = EvenBlock(g.ow, MaxPixels(v));
+    for (int64_t ow0 = 0; ow0 < g.ow; ow0 += block) {
+      const int pixels = static_cast<int>(std::min(block, g.ow - ow0));
+      const float* x = rows + ow0 * g.sw * g.c;
+      float* out = y_row + ow0 * g.k + co0;
+      const float* w = wpack + co0;
+      switch (v) {
+        case 1: ForwardDispatch<1>(pixels, g, x, w, kp, out, last_lanes); break;
+        case 2: ForwardDispatch<2>(pixels, g, x, w, kp, out, last_lanes); break;
+        case 3: ForwardDispatch<3>(pixels, g, x, w, kp, out, last_lanes); break;
+        default: ForwardDispatch<4>(pixels, g, x, w, kp, out, last_lanes); break;
+      }
+    }
+  }
+}
+
+ffi::Error ConvForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                       ffi::ResultBuffer<ffi::F32> y, int64_t stride_h, int64_t stride_w, int64_t dilation_h,
+                       int64_t dilation_w, int64_t pad_top, int64_t pad_left) {
+  Geometry g;
+  if (ffi::Error error = MakeGeometry(x.dimensions(), w.dimensions(), y->dimensions(), stride_h, stride_w,
+                                      dilation_h, dilation_w, pad_top, pad_left, &g);
+      error.failure())
+    return error;
+  // Weights with output channels padded to whole vectors: [kh, kw, c, kp].
+  const int64_t kp = CeilDiv(g.k, kLanes) * kLanes;
+  std::vector<float> wpack(g.kh * g.kw * g.c * kp, 0.0f);
+  for (int64_t r = 0; r < g.kh * g.kw * g.c; ++r)
+    std::memcpy(wpack.data() + r * kp, w.typed_data() + r * g.k, g.k * sizeof(float));
+  const int workers = MaxWorkers(pool);
+  const int64_t span = (g.kh - 1) * g.dh + 1;
+  Scratch scratch(workers, span * g.ws * g.c);
+  const float* input = x.typed_data();
+  float* out = y->typed_data();
+  ParallelFor(pool, g.n * g.oh, workers, [&](int worker, int64_t row) {
+    const int64_t n = row / g.oh, oh = row % g.oh;
+    CopyPaddedRows(g, input, n, oh * g.sh, span, scratch[worker]);
+    ForwardRow(g, scratch[worker], wpack.data(), kp, out, row);
+  });
+  return ffi::Error::Success();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel gradient: CB input channels x V channel vectors per register block.
+
+template <int CB, int V>
+void KernelGradBlock(const Geometry& g, const float* x, const float* dy, int64_t rows, float* dw) {
+  Vec acc[CB][V];
+  for (int c = 0; c < CB; ++c)
+    for (int v = 0; v < V; ++v) acc[c][v] = Load(dw + c * g.k + v * kLanes);
+  const int64_t pixel_step = g.sw * g.c;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xs = x + r * g.sh * g.ws * g.c;
+    const float* ds = dy + r * g.ow * g.k;
+    for (int64_t o = 0; o < g.ow; ++o, xs += pixel_step, ds += g.k) {
+      Vec d[V];
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) d[v] = Load(ds + v * kLanes);
+#pragma GCC unroll 32
+      for (int c = 0; c < CB; ++c) {
+        const float s = xs[c];
+#pragma GCC unroll 8
+        for (int v = 0; v < V; ++v) acc[c][v] += s * d[v];
+      }
+    }
+  }
+  for (int c = 0; c < CB; ++c)
+    for (int v = 0; v < V; ++v) Store(dw + c * g.k + v * kLanes, acc[c][v], kLanes);
+}
+
+// Most input channels per block for V vectors: CB * V accumulators plus V dy vectors fit 32 registers.
+constexpr int MaxChannels(int v) { return v == 1 ? 24 : v == 2 ? 12 : v == 3 ? 8 : 6; }
+
+template <int V, int CB = MaxChannels(V)>
+void KernelGradDispatch(int channels, const Geometry& g, const float* x, const float* dy, int64_t rows, float* dw) {
+  if constexpr (CB > 1) {
+    if (channels < CB) return KernelGradDispatch<V, CB - 1>(channels, g, x, dy, rows, dw);
+  }
+  KernelGradBlock<CB, V>(g, x, dy, rows, dw);
+}
+
+// Adds to dw [kh, kw, c, k] the kernel gradient of `rows` output rows whose padded input rows are in
+// `x` [(rows - 1) * sh + (kh - 1) * dh + 1, ws, c] and output gradients in `dy` [rows, ow, k].
+void KernelGradRows(const Geometry& g, const float* x, const float* dy, int64_t rows, float* dw) {
+  const int64_t vectors = g.k / kLanes;
+  for (int64_t i = 0; i < g.kh; ++i) {
+    for (int64_t j = 0; j < g.kw; ++j) {
+      const float* x_tap = x + (i * g.dh * g.ws + j * g.dw) * g.c;
+      float* dw_tap = dw + (i * g.kw + j) * g.c * g.k;
+      for (int64_t v0 = 0; v0 < vectors; v0 += kMaxVectors) {
+        const int v = static_cast<int>(std::min<int64_t>(kMaxVectors, vectors - v0));
+        const int64_t block = EvenBlock(g.c, MaxChannels(v));
+        for (int64_t c0 = 0; c0 < g.c; c0 += block) {
+          const int channels = static_cast<int>(std::min(block, g.c - c0));
+          const float* xs = x_tap + c0;
+          const float* d = dy + v0 * kLanes;
+          float* out = dw_tap + c0 * g.k + v0 * kLanes;
+          switch (v) {
+            case 1: KernelGradDispatch<1>(channels, g, xs, d, rows, out); break;
+            case 2: KernelGradDispatch<2>(channels, g, xs, d, rows, out); break;
+            case 3: KernelGradDispatch<3>(channels, g, xs, d, rows, out); break;
+            default: KernelGradDispatch<4>(channels, g, xs, d, rows, out); break;
+          }
+        }
+      }
+    }
+  }
+}
+
+// Output pixels per kernel-gradient task: enough to amortize loading and storing the accumulators.
+constexpr int64_t kKernelGradPixels = 256;
+
+ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                          ffi::ResultBuffer<ffi::F32> dw, int64_t stride_h, int64_t stride_w, int64_t dilation_h,
+                          int64_t dilation_w, int64_t pad_top, int64_t pad_left) {
+  Geometry g;
+  if (ffi::Error error = MakeGeometry(x.dimensions(), dw->dimensions(), dy.dimensions(), stride_h, stride_w,
+                                      dilation_h, dilation_w, pad_top, pad_left, &g);
+      error.failure())
+    return error;
+  if (g.k % kLanes != 0) return ffi::Error::InvalidArgument("output channels of dy must be a multiple of 16");
+  const int64_t size = g.kh * g.kw * g.c * g.k;
+  const int64_t rows = std::min(g.oh, std::max<int64_t>(1, kKernelGradPixels / g.ow));
+  const int64_t blocks = CeilDiv(g.oh, rows);
+  const int workers = static_cast<int>(std::min<int64_t>(MaxWorkers(pool), g.n * blocks));
+  const int64_t span = (rows - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+  Scratch scratch(workers, span * g.ws * g.c);
+  Scratch partial(workers - 1, size);
+  float* out = dw->typed_data();
+  std::fill(out, out + size, 0.0f);
+  for (int w = 0; w + 1 < workers; ++w) std::fill(partial[w], partial[w] + size, 0.0f);
+  const float* input = x.typed_data();
+  const float* grad = dy.typed_data();
+  ParallelFor(pool, g.n * blocks, workers, [&](int worker, int64_t task) {
+    const int64_t n = task / blocks, row0 = (task % blocks) * rows, count = std::min(rows, g.oh - row0);
+    CopyPaddedRows(g, input, n, row0 * g.sh, (count - 1) * g.sh + (g.kh - 1) * g.dh + 1, scratch[worker]);
+    KernelGradRows(g, scratch[worker], grad + (n * g.oh + row0) * g.ow * g.k, count,
+                   worker == 0 ? out : partial[worker - 1]);
+  });
+  for (int w = 0; w + 1 < workers; ++w) {
+    const float* p = partial[w];
+    for (int64_t e = 0; e < size; ++e) out[e] += p[e];
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchConvForward, ConvForward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride_h")
+                                  .Attr<int64_t>("stride_w")
+                                  .Attr<int64_t>("dilation_h")
+                                  .Attr<int64_t>("dilation_w")
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_left"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchConvKernelGrad, ConvKernelGrad,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride_h")
+                                  .Attr<int64_t>("stride_w")
+                                  .Attr<int64_t>("dilation_h")
+                                  .Attr<int64_t>("dilation_w")
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_left"));

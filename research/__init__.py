@@ -1,3 +1,8 @@
 """research: a JAX research framework for multi-task deep-learning models."""
 
+from research import host_memory
+
 __version__ = "0.1.0"
+
+# Before XLA starts its threads: see research/host_memory.py.
+host_memory.retain_freed_memory()

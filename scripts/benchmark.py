@@ -46,6 +46,9 @@ _FLOPS = flags.DEFINE_float("gflops_per_example", 0.0, "Training FLOPs (forward 
                             "GFLOP, for MFU where the backend's cost analysis gives none (XLA:GPU).")
 _MODEL = flags.DEFINE_string("model", None, "Time this registered model (its default fields) instead of the "
                              "config's model, on the config's data and optimizer.")
+_TRACE_DIR = flags.DEFINE_string("trace_dir", None, "Write a jax.profiler trace (TensorBoard / Perfetto) of "
+                                  "--trace_steps device-resident steps, after the timing, to this folder.")
+_TRACE_STEPS = flags.DEFINE_integer("trace_steps", 3, "Steps in the --trace_dir profile.")
 _PIPELINE = flags.DEFINE_bool("input_pipeline", True, "Also time the step fed by the real input pipeline.")
 _TORCH = flags.DEFINE_bool("torch", True, "Also time a PyTorch eager reference of the same model "
                            "and batch (when torch is installed and has the model).")
@@ -157,6 +160,10 @@ def main(argv):
     print(f"step only (device-resident batch): {_STEPS.value / seconds:.2f} steps/s, "
           f"{_STEPS.value * batch / seconds:.0f} examples/s, {1000 * seconds / _STEPS.value:.2f} ms/step")
     ours = seconds / _STEPS.value
+    if _TRACE_DIR.value:
+      with jax.profiler.trace(_TRACE_DIR.value, create_perfetto_trace=True):
+        _time_steps(step, state, accum, same_batch(), _TRACE_STEPS.value)
+      print(f"profile of {_TRACE_STEPS.value} steps written under {_TRACE_DIR.value}")
     flops = step_flops(trainer.lowered_train_step) or _FLOPS.value * 1e9 * batch
     if not flops:
       print("step FLOPs: no cost analysis on this backend; pass --gflops_per_example for MFU")

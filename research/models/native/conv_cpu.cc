@@ -1,11 +1,11 @@
 // Direct 2-D convolution kernels for XLA:CPU, called from JAX through the XLA FFI
 // (research/models/native_conv.py builds this file on first use and registers the handlers).
 //
-// Layouts: input NHWC, already padded by the caller (the kernels compute a VALID convolution with
-// strides and kernel dilation); kernel HWIO [kh, kw, C, K]; output NHWC. f32 throughout.
+// Layouts: input NHWC, kernel HWIO [kh, kw, C, K], output NHWC; f32. Zero padding is given as
+// pad_top / pad_left (negative: cropped); the output's shape gives the rest.
 //
-//   research_conv_forward      y  [N, OH, OW, K]  from xp [N, Hp, Wp, C] and w [kh, kw, C, K]
-//   research_conv_kernel_grad  dw [kh, kw, C, K16] from xp [N, Hp, Wp, C] and dy [N, OH, OW, K16],
+//   research_conv_forward      y  [N, OH, OW, K]   from x [N, H, W, C] and w [kh, kw, C, K]
+//   research_conv_kernel_grad  dw [kh, kw, C, K16] from x [N, H, W, C] and dy [N, OH, OW, K16],
 //                              K16 a multiple of 16 (the caller pads the channels of dy)
 //
 // Both are register-blocked outer-product loops over 16-float vectors (GCC vector extensions, so
@@ -14,8 +14,10 @@
 //            one weight vector load and P broadcasts of input values per (tap, input channel);
 //   kernel gradient: CB input channels x V vectors of output channels accumulate in registers over
 //            a block of output rows, one dy load and CB broadcasts of input values per pixel.
-// Work is split over XLA's intra-op thread pool (rows of the output; images and row blocks for the
-// kernel gradient, each worker summing into its own copy of dw, added at the end).
+// A task (a block of output rows of one image) first copies the zero-padded input rows it reads
+// to per-thread scratch. Tasks run on XLA's intra-op thread pool. The kernel gradient sums its
+// tasks in a fixed number of groups, each in order, and adds the groups in order: results do not
+// depend on the thread count.
 
 #include <algorithm>
 #include <atomic>
@@ -145,12 +147,15 @@ class Scratch {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Forward: P output pixels x V channel vectors per register block, reading padded rows [*, g.ws, g.c].
+// Forward: P output pixels of one row x V channel vectors per register block, reading padded rows
+// [*, g.ws, g.c]. Pixel p's input values are STEP = sw * c floats after pixel p - 1's; the common
+// steps are template arguments, so the P broadcasts of one (tap, channel) step address constant
+// offsets from one pointer (STEP 0: read from g at run time).
 
-template <int P, int V>
+template <int P, int V, int STEP>
 void ForwardBlock(const Geometry& g, const float* x, const float* w, int64_t kp, float* y, int last_lanes) {
   Vec acc[P][V] = {};
-  const int64_t pixel_step = g.sw * g.c;
+  const int64_t step = STEP ? STEP : g.sw * g.c;
   for (int64_t i = 0; i < g.kh; ++i) {
     for (int64_t j = 0; j < g.kw; ++j) {
       const float* xs = x + (i * g.dh * g.ws + j * g.dw) * g.c;
@@ -161,7 +166,7 @@ void ForwardBlock(const Geometry& g, const float* x, const float* w, int64_t kp,
         for (int v = 0; v < V; ++v) wv[v] = Load(ws + v * kLanes);
 #pragma GCC unroll 32
         for (int p = 0; p < P; ++p) {
-          const float s = xs[p * pixel_step + c];
+          const float s = xs[p * step + c];
 #pragma GCC unroll 8
           for (int v = 0; v < V; ++v) acc[p][v] += s * wv[v];
         }
@@ -176,18 +181,18 @@ void ForwardBlock(const Geometry& g, const float* x, const float* w, int64_t kp,
 constexpr int MaxPixels(int v) { return v == 1 ? 24 : v == 2 ? 12 : v == 3 ? 8 : 6; }
 constexpr int kMaxVectors = 4;
 
-template <int V, int P = MaxPixels(V)>
+template <int V, int STEP, int P = MaxPixels(V)>
 void ForwardDispatch(int pixels, const Geometry& g, const float* x, const float* w, int64_t kp, float* y,
                      int last_lanes) {
   if constexpr (P > 1) {
-    if (pixels < P) return ForwardDispatch<V, P - 1>(pixels, g, x, w, kp, y, last_lanes);
+    if (pixels < P) return ForwardDispatch<V, STEP, P - 1>(pixels, g, x, w, kp, y, last_lanes);
   }
-  ForwardBlock<P, V>(g, x, w, kp, y, last_lanes);
+  ForwardBlock<P, V, STEP>(g, x, w, kp, y, last_lanes);
 }
 
-// Output row `row` (= n * oh + oh) from its padded input rows in `rows` [(kh - 1) * dh + 1, ws, c].
-void ForwardRow(const Geometry& g, const float* rows, const float* wpack, int64_t kp, float* y, int64_t row) {
-  float* y_row = y + row * g.ow * g.k;
+// One output row into y_row [ow, k] from its first padded input row `rows` [*, g.ws, g.c].
+template <int STEP>
+void ForwardRow(const Geometry& g, const float* rows, const float* wpack, int64_t kp, float* y_row) {
   const int64_t vectors = kp / kLanes;
   for (int64_t v0 = 0; v0 < vectors; v0 += kMaxVectors) {
     const int v = static_cast<int>(std::min<int64_t>(kMaxVectors, vectors - v0));
@@ -200,14 +205,31 @@ void ForwardRow(const Geometry& g, const float* rows, const float* wpack, int64_
       float* out = y_row + ow0 * g.k + co0;
       const float* w = wpack + co0;
       switch (v) {
-        case 1: ForwardDispatch<1>(pixels, g, x, w, kp, out, last_lanes); break;
-        case 2: ForwardDispatch<2>(pixels, g, x, w, kp, out, last_lanes); break;
-        case 3: ForwardDispatch<3>(pixels, g, x, w, kp, out, last_lanes); break;
-        default: ForwardDispatch<4>(pixels, g, x, w, kp, out, last_lanes); break;
+        case 1: ForwardDispatch<1, STEP>(pixels, g, x, w, kp, out, last_lanes); break;
+        case 2: ForwardDispatch<2, STEP>(pixels, g, x, w, kp, out, last_lanes); break;
+        case 3: ForwardDispatch<3, STEP>(pixels, g, x, w, kp, out, last_lanes); break;
+        default: ForwardDispatch<4, STEP>(pixels, g, x, w, kp, out, last_lanes); break;
       }
     }
   }
 }
+
+using ForwardRowFn = void (*)(const Geometry&, const float*, const float*, int64_t, float*);
+
+ForwardRowFn ForwardRowFor(const Geometry& g) {
+  switch (g.sw * g.c) {
+    case 16: return ForwardRow<16>;
+    case 32: return ForwardRow<32>;
+    case 64: return ForwardRow<64>;
+    default: return ForwardRow<0>;
+  }
+}
+
+// Output pixels per task (rows of one image): enough rows to share most of the copied input rows.
+constexpr int64_t kTaskPixels = 256;
+
+// Partial sums of the kernel gradient (the parallel units of its batch reduction).
+constexpr int64_t kKernelGradGroups = 16;
 
 ffi::Error ConvForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                        ffi::ResultBuffer<ffi::F32> y, int64_t stride_h, int64_t stride_w, int64_t dilation_h,
@@ -222,15 +244,21 @@ ffi::Error ConvForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   std::vector<float> wpack(g.kh * g.kw * g.c * kp, 0.0f);
   for (int64_t r = 0; r < g.kh * g.kw * g.c; ++r)
     std::memcpy(wpack.data() + r * kp, w.typed_data() + r * g.k, g.k * sizeof(float));
-  const int workers = MaxWorkers(pool);
-  const int64_t span = (g.kh - 1) * g.dh + 1;
-  Scratch scratch(workers, span * g.ws * g.c);
+  const int64_t rows = std::min(g.oh, std::max<int64_t>(1, kTaskPixels / g.ow));
+  const int64_t blocks = CeilDiv(g.oh, rows);
+  const int workers = static_cast<int>(std::min<int64_t>(MaxWorkers(pool), g.n * blocks));
+  const int64_t span = (rows - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+  const int64_t row_floats = g.ws * g.c;
+  Scratch scratch(workers, span * row_floats);
+  const ForwardRowFn forward_row = ForwardRowFor(g);
   const float* input = x.typed_data();
   float* out = y->typed_data();
-  ParallelFor(pool, g.n * g.oh, workers, [&](int worker, int64_t row) {
-    const int64_t n = row / g.oh, oh = row % g.oh;
-    CopyPaddedRows(g, input, n, oh * g.sh, span, scratch[worker]);
-    ForwardRow(g, scratch[worker], wpack.data(), kp, out, row);
+  ParallelFor(pool, g.n * blocks, workers, [&](int worker, int64_t task) {
+    const int64_t n = task / blocks, row0 = (task % blocks) * rows, count = std::min(rows, g.oh - row0);
+    CopyPaddedRows(g, input, n, row0 * g.sh, (count - 1) * g.sh + (g.kh - 1) * g.dh + 1, scratch[worker]);
+    for (int64_t r = 0; r < count; ++r)
+      forward_row(g, scratch[worker] + r * g.sh * row_floats, wpack.data(), kp,
+                  out + (n * g.oh + row0 + r) * g.ow * g.k);
   });
   return ffi::Error::Success();
 }
@@ -302,8 +330,6 @@ void KernelGradRows(const Geometry& g, const float* x, const float* dy, int64_t 
   }
 }
 
-// Output pixels per kernel-gradient task: enough to amortize loading and storing the accumulators.
-constexpr int64_t kKernelGradPixels = 256;
 
 ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                           ffi::ResultBuffer<ffi::F32> dw, int64_t stride_h, int64_t stride_w, int64_t dilation_h,
@@ -315,25 +341,30 @@ ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
     return error;
   if (g.k % kLanes != 0) return ffi::Error::InvalidArgument("output channels of dy must be a multiple of 16");
   const int64_t size = g.kh * g.kw * g.c * g.k;
-  const int64_t rows = std::min(g.oh, std::max<int64_t>(1, kKernelGradPixels / g.ow));
+  const int64_t rows = std::min(g.oh, std::max<int64_t>(1, kTaskPixels / g.ow));
   const int64_t blocks = CeilDiv(g.oh, rows);
-  const int workers = static_cast<int>(std::min<int64_t>(MaxWorkers(pool), g.n * blocks));
+  const int64_t tasks = g.n * blocks;
+  // Tasks are split into a fixed number of groups, each summed in order into its own buffer and
+  // the buffers added in order: the result does not depend on the thread count or scheduling.
+  const int64_t groups = std::min(kKernelGradGroups, tasks);
+  const int workers = static_cast<int>(std::min<int64_t>(MaxWorkers(pool), groups));
   const int64_t span = (rows - 1) * g.sh + (g.kh - 1) * g.dh + 1;
   Scratch scratch(workers, span * g.ws * g.c);
-  Scratch partial(workers - 1, size);
+  Scratch partial(static_cast<int>(groups - 1), size);
   float* out = dw->typed_data();
-  std::fill(out, out + size, 0.0f);
-  for (int w = 0; w + 1 < workers; ++w) std::fill(partial[w], partial[w] + size, 0.0f);
   const float* input = x.typed_data();
   const float* grad = dy.typed_data();
-  ParallelFor(pool, g.n * blocks, workers, [&](int worker, int64_t task) {
-    const int64_t n = task / blocks, row0 = (task % blocks) * rows, count = std::min(rows, g.oh - row0);
-    CopyPaddedRows(g, input, n, row0 * g.sh, (count - 1) * g.sh + (g.kh - 1) * g.dh + 1, scratch[worker]);
-    KernelGradRows(g, scratch[worker], grad + (n * g.oh + row0) * g.ow * g.k, count,
-                   worker == 0 ? out : partial[worker - 1]);
+  ParallelFor(pool, groups, workers, [&](int worker, int64_t group) {
+    float* acc = group == 0 ? out : partial[static_cast<int>(group - 1)];
+    std::fill(acc, acc + size, 0.0f);
+    for (int64_t task = group * tasks / groups; task < (group + 1) * tasks / groups; ++task) {
+      const int64_t n = task / blocks, row0 = (task % blocks) * rows, count = std::min(rows, g.oh - row0);
+      CopyPaddedRows(g, input, n, row0 * g.sh, (count - 1) * g.sh + (g.kh - 1) * g.dh + 1, scratch[worker]);
+      KernelGradRows(g, scratch[worker], grad + (n * g.oh + row0) * g.ow * g.k, count, acc);
+    }
   });
-  for (int w = 0; w + 1 < workers; ++w) {
-    const float* p = partial[w];
+  for (int64_t group = 1; group < groups; ++group) {
+    const float* p = partial[static_cast<int>(group - 1)];
     for (int64_t e = 0; e < size; ++e) out[e] += p[e];
   }
   return ffi::Error::Success();

@@ -9,7 +9,8 @@ For each layer it times, in milliseconds (best of --reps after one warm-up call)
   dgrad   input gradient  dL/dx       [N, H, W, C_in]
   wgrad   kernel gradient dL/dkernel  [kh, kw, C_in/groups, C_out]
   step    forward + both gradients + bias gradient + an SGD update of kernel and bias
-for `research.models.conv.conv2d` with impl="xla" (plain lax.conv_general_dilated) and impl="cpu",
+for `research.models.conv.conv2d` with impl="xla" (plain lax.conv_general_dilated), impl="cpu" and
+impl="native" (when the native kernels build),
 and for torch.nn.functional.conv2d (NCHW, eager autograd) when torch is importable. JAX timings are
 of jitted functions on device-resident f32 arrays.
 """
@@ -27,6 +28,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from research.models import native_cpu  # noqa: E402
 from research.models.conv import conv2d, explicit_padding  # noqa: E402
 
 
@@ -167,18 +169,21 @@ def main() -> None:
       torch_note = ", torch not installed"
   print(f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}), "
         f"{os.cpu_count()} CPUs{torch_note}; milliseconds, best of {args.reps}")
-  header = f"{'layer':22s} {'op':6s} {'xla':>9s} {'cpu':>9s} {'xla/cpu':>8s}"
+  impls = ["xla", "cpu"] + (["native"] if native_cpu.available() else [])
+  header = f"{'layer':22s} {'op':6s}" + "".join(f" {impl:>9s}" for impl in impls) + f" {'xla/' + impls[-1]:>11s}"
   if torch_note and "not installed" not in torch_note:
-    header += f" {'torch':>9s} {'torch/cpu':>9s}"
+    header += f" {'torch':>9s} {'torch/' + impls[-1]:>12s}"
   print(header)
   for name in args.layers:
     layer = LAYERS[name]
-    xla, cpu = jax_timings(layer, "xla", args.reps), jax_timings(layer, "cpu", args.reps)
+    timings = [jax_timings(layer, impl, args.reps) for impl in impls]
     torch_ms = None if args.no_torch else torch_timings(layer, args.reps)
     for op in OPS:
-      row = f"{name:22s} {op:6s} {1e3 * xla[op]:9.1f} {1e3 * cpu[op]:9.1f} {xla[op] / cpu[op]:7.2f}x"
+      best = timings[-1][op]
+      row = f"{name:22s} {op:6s}" + "".join(f" {1e3 * t[op]:9.2f}" for t in timings)
+      row += f" {timings[0][op] / best:10.2f}x"
       if torch_ms is not None:
-        row += f" {1e3 * torch_ms[op]:9.1f} {torch_ms[op] / cpu[op]:8.2f}x"
+        row += f" {1e3 * torch_ms[op]:9.2f} {torch_ms[op] / best:11.2f}x"
       print(row, flush=True)
 
 

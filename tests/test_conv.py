@@ -1,5 +1,5 @@
 """The CPU convolution paths ("cpu": XLA only; "native": with the FFI kernels of
-research/models/native/conv_cpu.cc) equal lax.conv_general_dilated: values, input gradients, kernel
+research/models/native/cpu_kernels.cc) equal lax.conv_general_dilated: values, input gradients, kernel
 gradients.
 
 One case per kernel size / stride / padding / dilation / group count the model zoo uses; channel
@@ -19,7 +19,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from research.models import conv as conv_lib
-from research.models import native_conv
+from research.models import native_cpu
 from research.models.conv import Conv, conv2d
 
 # name: (input [N, H, W, C_in], (kh, kw), C_out, strides, padding, dilation, groups)
@@ -57,7 +57,7 @@ IMPLS = ("xla", "cpu", "native")
 
 
 def test_native_kernels_available():
-  assert native_conv.available(), native_conv.unavailable_reason()
+  assert native_cpu.available(), native_cpu.unavailable_reason()
 
 
 def _pair(v) -> tuple[int, int]:
@@ -157,7 +157,7 @@ def test_native_path_runs_no_xla_convolution():
 
 
 def test_native_errors_name_the_problem(monkeypatch):
-  monkeypatch.setattr(native_conv, "_load", lambda: "no compiler")
+  monkeypatch.setattr(native_cpu, "_load", lambda: "no compiler")
   with pytest.raises(RuntimeError, match="native.*no compiler"):
     conv_lib.resolve_impl("native")
   monkeypatch.delenv(conv_lib.IMPL_ENV_VAR, raising=False)

@@ -153,8 +153,10 @@ def test_eight_devices_equal_one_device(data_dir):
   s8, l8 = _run_steps(task, tx, jax.devices(), batches, steps=2)
   s1, l1 = _run_steps(task, tx, jax.devices()[:1], batches, steps=2)
   np.testing.assert_allclose(l8, l1, rtol=1e-4)
+  # Sums over 8 shards add up in another order than over one; Adam's update (gradient / its RMS)
+  # turns that last-bit difference into up to ~1e-4 where a gradient is near zero.
   for a, b in zip(jax.tree_util.tree_leaves(s8.params), jax.tree_util.tree_leaves(s1.params)):
-    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
 
 
 def test_training_run_reports_coco_metrics_and_pictures(data_dir, tmp_path):

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from research.core.registry import BACKBONES, MODELS
 from research.models.conv import Conv
+from research.models.norm import BatchNorm
 from research.models.initializers import kernel_initializers
 from research.models.pooling import adaptive_avg_pool, max_pool_ceil
 
@@ -57,7 +58,7 @@ class BasicConv(nn.Module):
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     x = Conv(self.features, (self.kernel, self.kernel), strides=self.strides, padding=self.padding, use_bias=False,
              kernel_init=kernel_initializers(self.kernel_init)[0], dtype=self.dtype, name="conv")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3, dtype=self.dtype, name="bn")(x)
+    x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3, dtype=self.dtype, name="bn")(x)
     return nn.relu(x)
 
 

@@ -23,15 +23,16 @@ import jax.numpy as jnp
 
 from research.core.registry import BACKBONES, MODELS
 from research.models.conv import Conv
+from research.models.norm import BatchNorm
 from research.models.initializers import kernel_initializers
 
 Output = Union[jnp.ndarray, Dict[str, jnp.ndarray]]
 _INIT = "he_normal,lecun_normal"
 
 
-def _norm(train: bool, dtype: Any, name: str, zero: bool = False) -> nn.BatchNorm:
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-                      scale_init=nn.initializers.zeros if zero else nn.initializers.ones, name=name)
+def _norm(train: bool, dtype: Any, name: str, zero: bool = False) -> BatchNorm:
+  return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                   scale_init=nn.initializers.zeros if zero else nn.initializers.ones, name=name)
 
 
 class BasicBlock(nn.Module):

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from research.core.registry import BACKBONES, MODELS
 from research.models.conv import Conv
+from research.models.norm import BatchNorm
 from research.models.initializers import kernel_initializers
 from research.models.pooling import adaptive_avg_pool, max_pool
 
@@ -92,7 +93,7 @@ class VGG(nn.Module):
       x = Conv(v, (3, 3), padding=1, kernel_init=kernel_initializers(self.kernel_init)[0], dtype=self.dtype,
                name=f"conv{i}")(x)
       if self.batch_norm:
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype)(x)
+        x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype)(x)
       x = nn.relu(x)
     if 0 in x.shape[1:3]:
       raise ValueError(f"VGG needs images of at least 32x32, got {in_hw}")

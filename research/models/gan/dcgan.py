@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from research.core.registry import MODELS
 from research.models.conv import Conv
+from research.models.norm import BatchNorm
 
 _UPSAMPLINGS = {28: (7, 2), 32: (4, 3), 64: (4, 4)}  # image size -> (start size, 2x steps)
 _INIT = nn.initializers.normal(0.02)
@@ -23,9 +24,9 @@ def _bn_scale_init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
   return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
 
 
-def _batch_norm(train: bool, dtype: Any, name: str) -> nn.BatchNorm:
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-                      scale_init=_bn_scale_init, name=name)
+def _batch_norm(train: bool, dtype: Any, name: str) -> BatchNorm:
+  return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                   scale_init=_bn_scale_init, name=name)
 
 
 def _geometry(image_size: int) -> tuple[int, int]:

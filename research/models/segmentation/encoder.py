@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from research.core.registry import BACKBONES
 from research.models.conv import Conv
+from research.models.norm import BatchNorm
 
 
 class ConvBNReLU(nn.Module):
@@ -28,7 +29,7 @@ class ConvBNReLU(nn.Module):
     pad = self.dilation * (self.kernel - 1) // 2
     x = Conv(self.features, (self.kernel, self.kernel), strides=self.strides, padding=pad,
              kernel_dilation=self.dilation, use_bias=False, dtype=self.dtype)(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype)(x)
+    x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype)(x)
     return nn.relu(x)
 
 

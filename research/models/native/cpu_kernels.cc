@@ -1,5 +1,5 @@
 // Direct 2-D convolution kernels for XLA:CPU, called from JAX through the XLA FFI
-// (research/models/native_conv.py builds this file on first use and registers the handlers).
+// (research/models/native_cpu.py builds this file on first use and registers the handlers).
 //
 // Layouts: input NHWC, kernel HWIO [kh, kw, C, K], output NHWC; f32. Zero padding is given as
 // pad_top / pad_left (negative: cropped); the output's shape gives the rest.
@@ -7,6 +7,7 @@
 //   research_conv_forward      y  [N, OH, OW, K]   from x [N, H, W, C] and w [kh, kw, C, K]
 //   research_conv_kernel_grad  dw [kh, kw, C, K16] from x [N, H, W, C] and dy [N, OH, OW, K16],
 //                              K16 a multiple of 16 (the caller pads the channels of dy)
+//   research_channel_sums      [2, C]: per-channel sum of a and of a * b, a, b [..., C] (BatchNorm)
 //
 // Both are register-blocked outer-product loops over 16-float vectors (GCC vector extensions, so
 // the compiler emits AVX-512, AVX2 or NEON for the host it is built on), with no im2col buffer:
@@ -370,7 +371,81 @@ ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
   return ffi::Error::Success();
 }
 
+// ---------------------------------------------------------------------------------------------
+// Per-channel sums for BatchNorm: out [2, C] = (sum over rows of a, sum over rows of a * b) for
+// a, b [rows, C] (any leading dimensions; the last is C). Rows are summed in a fixed number of
+// groups, each in order, and the groups added in order (deterministic, as the kernel gradient).
+
+void ChannelSumsRows(const float* a, const float* b, int64_t row_begin, int64_t row_end, int64_t c, float* sums,
+                     float* dots) {
+  const int64_t vectors = c / kLanes;
+  for (int64_t v = 0; v < vectors; ++v) {
+    Vec s0 = {}, s1 = {}, d0 = {}, d1 = {};
+    const float* pa = a + row_begin * c + v * kLanes;
+    const float* pb = b + row_begin * c + v * kLanes;
+    int64_t r = row_begin;
+    for (; r + 1 < row_end; r += 2, pa += 2 * c, pb += 2 * c) {
+      const Vec a0 = Load(pa), a1 = Load(pa + c);
+      s0 += a0;
+      s1 += a1;
+      d0 += a0 * Load(pb);
+      d1 += a1 * Load(pb + c);
+    }
+    if (r < row_end) {
+      const Vec a0 = Load(pa);
+      s0 += a0;
+      d0 += a0 * Load(pb);
+    }
+    const Vec s = s0 + s1, d = d0 + d1;
+    for (int l = 0; l < kLanes; ++l) {
+      sums[v * kLanes + l] = s[l];
+      dots[v * kLanes + l] = d[l];
+    }
+  }
+  for (int64_t ch = vectors * kLanes; ch < c; ++ch) {
+    float s = 0.0f, d = 0.0f;
+    for (int64_t r = row_begin; r < row_end; ++r) {
+      s += a[r * c + ch];
+      d += a[r * c + ch] * b[r * c + ch];
+    }
+    sums[ch] = s;
+    dots[ch] = d;
+  }
+}
+
+constexpr int64_t kChannelSumGroups = 16;
+
+ffi::Error ChannelSums(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
+                       ffi::ResultBuffer<ffi::F32> out) {
+  const auto ad = a.dimensions(), bd = b.dimensions(), od = out->dimensions();
+  if (ad.size() < 1 || ad.size() != bd.size() || !std::equal(ad.begin(), ad.end(), bd.begin()))
+    return ffi::Error::InvalidArgument("channel sums: a and b must have the same shape");
+  const int64_t c = ad[ad.size() - 1];
+  if (od.size() != 2 || od[0] != 2 || od[1] != c) return ffi::Error::InvalidArgument("channel sums: output must be [2, C]");
+  const int64_t rows = c == 0 ? 0 : static_cast<int64_t>(a.element_count()) / c;
+  const int64_t groups = std::max<int64_t>(1, std::min(kChannelSumGroups, rows));
+  std::vector<float> partial(groups * 2 * c, 0.0f);
+  const float* pa = a.typed_data();
+  const float* pb = b.typed_data();
+  ParallelFor(pool, groups, MaxWorkers(pool), [&](int, int64_t group) {
+    float* sums = partial.data() + group * 2 * c;
+    ChannelSumsRows(pa, pb, group * rows / groups, (group + 1) * rows / groups, c, sums, sums + c);
+  });
+  float* result = out->typed_data();
+  std::fill(result, result + 2 * c, 0.0f);
+  for (int64_t group = 0; group < groups; ++group)
+    for (int64_t e = 0; e < 2 * c; ++e) result[e] += partial[group * 2 * c + e];
+  return ffi::Error::Success();
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchChannelSums, ChannelSums,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchConvForward, ConvForward,
                               ffi::Ffi::Bind()

@@ -1,8 +1,9 @@
-"""Native CPU convolution kernels (research/models/native/conv_cpu.cc) called through the XLA FFI.
+"""Native CPU kernels (research/models/native/cpu_kernels.cc) called through the XLA FFI:
+convolutions and BatchNorm's per-channel sums.
 
 XLA:CPU computes a convolution's kernel gradient as an im2col GEMM over a transposed copy of the
 input, 2-4x slower than PyTorch's oneDNN on the small-channel layers of LeNet and CIFAR ResNets
-(issue 11). conv_cpu.cc holds direct, register-blocked kernels for NHWC f32 (a forward pass, which
+(issue 11). cpu_kernels.cc holds direct, register-blocked kernels for NHWC f32 (a forward pass, which
 also gives the stride-1 input gradient, and a kernel gradient) that run on XLA's intra-op threads.
 
 The source is compiled on first use with the host's C++ compiler (`$CXX`, else `c++`, with
@@ -38,9 +39,10 @@ from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 CACHE_ENV_VAR = "RESEARCH_NATIVE_CACHE"
-SOURCE = Path(__file__).parent / "native" / "conv_cpu.cc"
+SOURCE = Path(__file__).parent / "native" / "cpu_kernels.cc"
 _TARGETS = {"research_conv_forward": "ResearchConvForward",
-            "research_conv_kernel_grad": "ResearchConvKernelGrad"}
+            "research_conv_kernel_grad": "ResearchConvKernelGrad",
+            "research_channel_sums": "ResearchChannelSums"}
 _LANES = 16
 
 
@@ -68,7 +70,7 @@ def library_path() -> Path:
   key.update(" ".join(_compile_command(Path("out.so"))).encode())
   key.update(jaxlib.__version__.encode())
   key.update(_cpu_signature().encode())
-  return cache / f"conv_cpu_{key.hexdigest()[:16]}.so"
+  return cache / f"cpu_kernels_{key.hexdigest()[:16]}.so"
 
 
 def _build(path: Path) -> None:
@@ -179,14 +181,38 @@ def _kernel_grad_partition(kernel_hw, strides, pads, dilation, mesh, arg_shapes,
   return mesh, per_shard, NamedSharding(mesh, P()), (batch, batch)
 
 
-def _kernel_grad_infer(kernel_hw, strides, pads, dilation, mesh, arg_shapes, result_shape):
+def _channel_sums_call(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+  out = jax.ShapeDtypeStruct((2, a.shape[-1]), jnp.float32)
+  return jax.ffi.ffi_call("research_channel_sums", out)(a, b)
+
+
+def _channel_sums_partition(mesh, arg_shapes, result_shape):
+  axes = _batch_axes(arg_shapes)
+  batch = NamedSharding(mesh, P(axes))
+
+  def per_shard(a, b):
+    sums = _channel_sums_call(a, b)
+    return sums if axes is None else lax.psum(sums, axes)
+
+  return mesh, per_shard, NamedSharding(mesh, P()), (batch, batch)
+
+
+def _replicated_result(mesh, arg_shapes, result_shape):
   return NamedSharding(mesh, P())
+
+
+def _kernel_grad_infer(kernel_hw, strides, pads, dilation, mesh, arg_shapes, result_shape):
+  return _replicated_result(mesh, arg_shapes, result_shape)
 
 
 _forward_op = custom_partitioning(_forward_call, static_argnums=(2, 3, 4))
 _forward_op.def_partition(partition=_forward_partition, infer_sharding_from_operands=_forward_infer,
                           sharding_rule="n h w c, i j c k -> n a b k",
                           need_replication_factors=("h", "w", "c", "i", "j", "k", "a", "b"))
+_channel_sums_op = custom_partitioning(_channel_sums_call)
+_channel_sums_op.def_partition(partition=_channel_sums_partition, infer_sharding_from_operands=_replicated_result,
+                               sharding_rule="n m c, n m c -> s c", reduction_factors=("n",),
+                               need_replication_factors=("m", "c", "s"))
 _kernel_grad_op = custom_partitioning(_kernel_grad_call, static_argnums=(2, 3, 4, 5))
 _kernel_grad_op.def_partition(partition=_kernel_grad_partition, infer_sharding_from_operands=_kernel_grad_infer,
                               sharding_rule="n h w c, n a b k -> i j c k", reduction_factors=("n",),
@@ -245,3 +271,10 @@ def input_grad_stride1(dy: jnp.ndarray, kernel: jnp.ndarray, pads: Pads, dilatio
   flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
   transposed_pads = (((kh - 1) * dh - top, (kh - 1) * dh - bottom), ((kw - 1) * dw - left, (kw - 1) * dw - right))
   return forward(dy, flipped, (1, 1), transposed_pads, dilation)
+
+
+def channel_sums(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+  """[2, C] f32: per-channel sum of `a` and of `a * b` over every axis but the last, a, b [N, ..., C] f32
+  (the batch, axis 0, may be sharded: the sums are over the global batch)."""
+  n, c = a.shape[0], a.shape[-1]
+  return _call(_channel_sums_op, _channel_sums_call, a.reshape(n, -1, c), b.reshape(n, -1, c))

@@ -148,20 +148,77 @@ class Scratch {
 };
 
 // ---------------------------------------------------------------------------------------------
+// Tasks. A task is a block of output rows of one image or, for images smaller than kTaskPixels
+// output pixels, several whole images; it copies the zero-padded input rows it reads to
+// per-thread scratch, one image after another: [images][span rows][g.ws][g.c].
+
+// Output pixels per task: enough to share most copied input rows and to reuse weights (forward)
+// and accumulators (kernel gradient) from cache.
+constexpr int64_t kTaskPixels = 256;
+
+struct Tasks {
+  int64_t images;  // images per task
+  int64_t rows;    // output rows per task (all of them when images > 1)
+  int64_t blocks;  // row blocks per image
+  int64_t count;   // tasks
+  int64_t span;    // padded input rows a full row block reads
+};
+
+Tasks MakeTasks(const Geometry& g) {
+  Tasks t;
+  t.rows = std::min(g.oh, std::max<int64_t>(1, kTaskPixels / g.ow));
+  t.blocks = CeilDiv(g.oh, t.rows);
+  t.images = t.blocks == 1 ? std::min(g.n, std::max<int64_t>(1, kTaskPixels / (g.oh * g.ow))) : 1;
+  t.count = CeilDiv(g.n, t.images) * t.blocks;
+  t.span = (t.rows - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+  return t;
+}
+
+// One task's part of the output: images [n0, n0 + images), output rows [row0, row0 + rows).
+struct TaskRange {
+  int64_t n0, images, row0, rows;
+};
+
+TaskRange RangeOf(const Geometry& g, const Tasks& t, int64_t task) {
+  const int64_t n0 = (task / t.blocks) * t.images, row0 = (task % t.blocks) * t.rows;
+  return {n0, std::min(t.images, g.n - n0), row0, std::min(t.rows, g.oh - row0)};
+}
+
+// Copies the task's padded input rows to scratch; returns the floats per image in scratch.
+int64_t CopyTaskRows(const Geometry& g, const Tasks& t, const TaskRange& r, const float* x, float* scratch) {
+  const int64_t image_floats = t.span * g.ws * g.c;
+  for (int64_t i = 0; i < r.images; ++i)
+    CopyPaddedRows(g, x, r.n0 + i, r.row0 * g.sh, (r.rows - 1) * g.sh + (g.kh - 1) * g.dh + 1,
+                   scratch + i * image_floats);
+  return image_floats;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Forward: P output pixels of one row x V channel vectors per register block, reading padded rows
-// [*, g.ws, g.c]. Pixel p's input values are STEP = sw * c floats after pixel p - 1's; the common
-// steps are template arguments, so the P broadcasts of one (tap, channel) step address constant
-// offsets from one pointer (STEP 0: read from g at run time).
+// [*, g.ws, g.c] and input channels [c0, c0 + channels). Pixel p's input values are STEP = sw * c
+// floats after pixel p - 1's; the common steps are template arguments, so the P broadcasts of one
+// (tap, channel) step address constant offsets from one pointer (STEP 0: read from g at run time).
+// With `accumulate` the block adds to y (a later chunk of input channels).
+
+inline Vec LoadLanes(const float* p, int lanes) {
+  Vec v = {};
+  std::memcpy(&v, p, lanes * sizeof(float));
+  return v;
+}
 
 template <int P, int V, int STEP>
-void ForwardBlock(const Geometry& g, const float* x, const float* w, int64_t kp, float* y, int last_lanes) {
-  Vec acc[P][V] = {};
+void ForwardBlock(const Geometry& g, const float* x, const float* w, int64_t kp, int64_t channels, bool accumulate,
+                  float* y, int last_lanes) {
+  Vec acc[P][V];
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < V; ++v)
+      acc[p][v] = accumulate ? LoadLanes(y + p * g.k + v * kLanes, v == V - 1 ? last_lanes : kLanes) : Vec{};
   const int64_t step = STEP ? STEP : g.sw * g.c;
   for (int64_t i = 0; i < g.kh; ++i) {
     for (int64_t j = 0; j < g.kw; ++j) {
       const float* xs = x + (i * g.dh * g.ws + j * g.dw) * g.c;
       const float* ws = w + (i * g.kw + j) * g.c * kp;
-      for (int64_t c = 0; c < g.c; ++c, ws += kp) {
+      for (int64_t c = 0; c < channels; ++c, ws += kp) {
         Vec wv[V];
 #pragma GCC unroll 8
         for (int v = 0; v < V; ++v) wv[v] = Load(ws + v * kLanes);
@@ -181,56 +238,66 @@ void ForwardBlock(const Geometry& g, const float* x, const float* w, int64_t kp,
 // Most pixels per block for V channel vectors: P * V accumulators plus V weights fit 32 registers.
 constexpr int MaxPixels(int v) { return v == 1 ? 24 : v == 2 ? 12 : v == 3 ? 8 : 6; }
 constexpr int kMaxVectors = 4;
+// Weights per (output-channel group, input-channel chunk), in floats: about L2-resident, reused
+// by every pixel of a task.
+constexpr int64_t kWeightChunkFloats = 1 << 16;
 
 template <int V, int STEP, int P = MaxPixels(V)>
-void ForwardDispatch(int pixels, const Geometry& g, const float* x, const float* w, int64_t kp, float* y,
-                     int last_lanes) {
+void ForwardDispatch(int pixels, const Geometry& g, const float* x, const float* w, int64_t kp, int64_t channels,
+                     bool accumulate, float* y, int last_lanes) {
   if constexpr (P > 1) {
-    if (pixels < P) return ForwardDispatch<V, STEP, P - 1>(pixels, g, x, w, kp, y, last_lanes);
+    if (pixels < P) return ForwardDispatch<V, STEP, P - 1>(pixels, g, x, w, kp, channels, accumulate, y, last_lanes);
   }
-  ForwardBlock<P, V, STEP>(g, x, w, kp, y, last_lanes);
+  ForwardBlock<P, V, STEP>(g, x, w, kp, channels, accumulate, y, last_lanes);
 }
 
-// One output row into y_row [ow, k] from its first padded input row `rows` [*, g.ws, g.c].
+// A task's output: for each output-channel group and input-channel chunk, every row of every image.
 template <int STEP>
-void ForwardRow(const Geometry& g, const float* rows, const float* wpack, int64_t kp, float* y_row) {
-  const int64_t vectors = kp / kLanes;
+void ForwardTask(const Geometry& g, const TaskRange& r, const float* scratch, int64_t image_floats,
+                 const float* wpack, int64_t kp, float* y) {
+  const int64_t vectors = kp / kLanes, row_floats = g.ws * g.c;
   for (int64_t v0 = 0; v0 < vectors; v0 += kMaxVectors) {
     const int v = static_cast<int>(std::min<int64_t>(kMaxVectors, vectors - v0));
     const int64_t co0 = v0 * kLanes;
     const int last_lanes = static_cast<int>(std::min<int64_t>(kLanes, g.k - (co0 + (v - 1) * kLanes)));
     const int64_t block = EvenBlock(g.ow, MaxPixels(v));
-    for (int64_t ow0 = 0; ow0 < g.ow; ow0 += block) {
-      const int pixels = static_cast<int>(std::min(block, g.ow - ow0));
-      const float* x = rows + ow0 * g.sw * g.c;
-      float* out = y_row + ow0 * g.k + co0;
-      const float* w = wpack + co0;
-      switch (v) {
-        case 1: ForwardDispatch<1, STEP>(pixels, g, x, w, kp, out, last_lanes); break;
-        case 2: ForwardDispatch<2, STEP>(pixels, g, x, w, kp, out, last_lanes); break;
-        case 3: ForwardDispatch<3, STEP>(pixels, g, x, w, kp, out, last_lanes); break;
-        default: ForwardDispatch<4, STEP>(pixels, g, x, w, kp, out, last_lanes); break;
+    const int64_t chunk = EvenBlock(g.c, std::max<int64_t>(1, kWeightChunkFloats / (g.kh * g.kw * v * kLanes)));
+    for (int64_t c0 = 0; c0 < g.c; c0 += chunk) {
+      const int64_t channels = std::min(chunk, g.c - c0);
+      for (int64_t i = 0; i < r.images; ++i) {
+        for (int64_t row = 0; row < r.rows; ++row) {
+          const float* rows = scratch + i * image_floats + row * g.sh * row_floats + c0;
+          float* y_row = y + ((r.n0 + i) * g.oh + r.row0 + row) * g.ow * g.k + co0;
+          const float* w = wpack + c0 * kp + co0;
+          for (int64_t ow0 = 0; ow0 < g.ow; ow0 += block) {
+            const int pixels = static_cast<int>(std::min(block, g.ow - ow0));
+            const float* x = rows + ow0 * g.sw * g.c;
+            float* out = y_row + ow0 * g.k;
+            const bool acc = c0 > 0;
+            switch (v) {
+              case 1: ForwardDispatch<1, STEP>(pixels, g, x, w, kp, channels, acc, out, last_lanes); break;
+              case 2: ForwardDispatch<2, STEP>(pixels, g, x, w, kp, channels, acc, out, last_lanes); break;
+              case 3: ForwardDispatch<3, STEP>(pixels, g, x, w, kp, channels, acc, out, last_lanes); break;
+              default: ForwardDispatch<4, STEP>(pixels, g, x, w, kp, channels, acc, out, last_lanes); break;
+            }
+          }
+        }
       }
     }
   }
 }
 
-using ForwardRowFn = void (*)(const Geometry&, const float*, const float*, int64_t, float*);
+using ForwardTaskFn = void (*)(const Geometry&, const TaskRange&, const float*, int64_t, const float*, int64_t,
+                               float*);
 
-ForwardRowFn ForwardRowFor(const Geometry& g) {
+ForwardTaskFn ForwardTaskFor(const Geometry& g) {
   switch (g.sw * g.c) {
-    case 16: return ForwardRow<16>;
-    case 32: return ForwardRow<32>;
-    case 64: return ForwardRow<64>;
-    default: return ForwardRow<0>;
+    case 16: return ForwardTask<16>;
+    case 32: return ForwardTask<32>;
+    case 64: return ForwardTask<64>;
+    default: return ForwardTask<0>;
   }
 }
-
-// Output pixels per task (rows of one image): enough rows to share most of the copied input rows.
-constexpr int64_t kTaskPixels = 256;
-
-// Partial sums of the kernel gradient (the parallel units of its batch reduction).
-constexpr int64_t kKernelGradGroups = 16;
 
 ffi::Error ConvForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                        ffi::ResultBuffer<ffi::F32> y, int64_t stride_h, int64_t stride_w, int64_t dilation_h,
@@ -245,46 +312,45 @@ ffi::Error ConvForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   std::vector<float> wpack(g.kh * g.kw * g.c * kp, 0.0f);
   for (int64_t r = 0; r < g.kh * g.kw * g.c; ++r)
     std::memcpy(wpack.data() + r * kp, w.typed_data() + r * g.k, g.k * sizeof(float));
-  const int64_t rows = std::min(g.oh, std::max<int64_t>(1, kTaskPixels / g.ow));
-  const int64_t blocks = CeilDiv(g.oh, rows);
-  const int workers = static_cast<int>(std::min<int64_t>(MaxWorkers(pool), g.n * blocks));
-  const int64_t span = (rows - 1) * g.sh + (g.kh - 1) * g.dh + 1;
-  const int64_t row_floats = g.ws * g.c;
-  Scratch scratch(workers, span * row_floats);
-  const ForwardRowFn forward_row = ForwardRowFor(g);
+  const Tasks tasks = MakeTasks(g);
+  const int workers = static_cast<int>(std::min<int64_t>(MaxWorkers(pool), tasks.count));
+  Scratch scratch(workers, tasks.images * tasks.span * g.ws * g.c);
+  const ForwardTaskFn forward_task = ForwardTaskFor(g);
   const float* input = x.typed_data();
   float* out = y->typed_data();
-  ParallelFor(pool, g.n * blocks, workers, [&](int worker, int64_t task) {
-    const int64_t n = task / blocks, row0 = (task % blocks) * rows, count = std::min(rows, g.oh - row0);
-    CopyPaddedRows(g, input, n, row0 * g.sh, (count - 1) * g.sh + (g.kh - 1) * g.dh + 1, scratch[worker]);
-    for (int64_t r = 0; r < count; ++r)
-      forward_row(g, scratch[worker] + r * g.sh * row_floats, wpack.data(), kp,
-                  out + (n * g.oh + row0 + r) * g.ow * g.k);
+  ParallelFor(pool, tasks.count, workers, [&](int worker, int64_t task) {
+    const TaskRange range = RangeOf(g, tasks, task);
+    const int64_t image_floats = CopyTaskRows(g, tasks, range, input, scratch[worker]);
+    forward_task(g, range, scratch[worker], image_floats, wpack.data(), kp, out);
   });
   return ffi::Error::Success();
 }
 
 // ---------------------------------------------------------------------------------------------
-// Kernel gradient: CB input channels x V channel vectors per register block.
+// Kernel gradient: CB input channels x V channel vectors per register block, summed over the
+// output rows of every image of a task (`segments` images: x and dy pointers for each).
 
 template <int CB, int V>
-void KernelGradBlock(const Geometry& g, const float* x, const float* dy, int64_t rows, float* dw) {
+void KernelGradBlock(const Geometry& g, const float* const* x, const float* const* dy, int64_t segments,
+                     int64_t rows, float* dw) {
   Vec acc[CB][V];
   for (int c = 0; c < CB; ++c)
     for (int v = 0; v < V; ++v) acc[c][v] = Load(dw + c * g.k + v * kLanes);
   const int64_t pixel_step = g.sw * g.c;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xs = x + r * g.sh * g.ws * g.c;
-    const float* ds = dy + r * g.ow * g.k;
-    for (int64_t o = 0; o < g.ow; ++o, xs += pixel_step, ds += g.k) {
-      Vec d[V];
+  for (int64_t s = 0; s < segments; ++s) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* xs = x[s] + r * g.sh * g.ws * g.c;
+      const float* ds = dy[s] + r * g.ow * g.k;
+      for (int64_t o = 0; o < g.ow; ++o, xs += pixel_step, ds += g.k) {
+        Vec d[V];
 #pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) d[v] = Load(ds + v * kLanes);
+        for (int v = 0; v < V; ++v) d[v] = Load(ds + v * kLanes);
 #pragma GCC unroll 32
-      for (int c = 0; c < CB; ++c) {
-        const float s = xs[c];
+        for (int c = 0; c < CB; ++c) {
+          const float xv = xs[c];
 #pragma GCC unroll 8
-        for (int v = 0; v < V; ++v) acc[c][v] += s * d[v];
+          for (int v = 0; v < V; ++v) acc[c][v] += xv * d[v];
+        }
       }
     }
   }
@@ -296,34 +362,38 @@ void KernelGradBlock(const Geometry& g, const float* x, const float* dy, int64_t
 constexpr int MaxChannels(int v) { return v == 1 ? 24 : v == 2 ? 12 : v == 3 ? 8 : 6; }
 
 template <int V, int CB = MaxChannels(V)>
-void KernelGradDispatch(int channels, const Geometry& g, const float* x, const float* dy, int64_t rows, float* dw) {
+void KernelGradDispatch(int channels, const Geometry& g, const float* const* x, const float* const* dy,
+                        int64_t segments, int64_t rows, float* dw) {
   if constexpr (CB > 1) {
-    if (channels < CB) return KernelGradDispatch<V, CB - 1>(channels, g, x, dy, rows, dw);
+    if (channels < CB) return KernelGradDispatch<V, CB - 1>(channels, g, x, dy, segments, rows, dw);
   }
-  KernelGradBlock<CB, V>(g, x, dy, rows, dw);
+  KernelGradBlock<CB, V>(g, x, dy, segments, rows, dw);
 }
 
-// Adds to dw [kh, kw, c, k] the kernel gradient of `rows` output rows whose padded input rows are in
-// `x` [(rows - 1) * sh + (kh - 1) * dh + 1, ws, c] and output gradients in `dy` [rows, ow, k].
-void KernelGradRows(const Geometry& g, const float* x, const float* dy, int64_t rows, float* dw) {
+// Adds to dw [kh, kw, c, k] the kernel gradient of one task: its images' padded input rows are in
+// `scratch` (image_floats apart), their output gradients start at dy_rows[i].
+void KernelGradTask(const Geometry& g, const TaskRange& r, const float* scratch, int64_t image_floats,
+                    const float* const* dy_rows, float* dw) {
   const int64_t vectors = g.k / kLanes;
+  std::vector<const float*> x(r.images), d(r.images);
   for (int64_t i = 0; i < g.kh; ++i) {
     for (int64_t j = 0; j < g.kw; ++j) {
-      const float* x_tap = x + (i * g.dh * g.ws + j * g.dw) * g.c;
       float* dw_tap = dw + (i * g.kw + j) * g.c * g.k;
       for (int64_t v0 = 0; v0 < vectors; v0 += kMaxVectors) {
         const int v = static_cast<int>(std::min<int64_t>(kMaxVectors, vectors - v0));
         const int64_t block = EvenBlock(g.c, MaxChannels(v));
         for (int64_t c0 = 0; c0 < g.c; c0 += block) {
           const int channels = static_cast<int>(std::min(block, g.c - c0));
-          const float* xs = x_tap + c0;
-          const float* d = dy + v0 * kLanes;
+          for (int64_t s = 0; s < r.images; ++s) {
+            x[s] = scratch + s * image_floats + (i * g.dh * g.ws + j * g.dw) * g.c + c0;
+            d[s] = dy_rows[s] + v0 * kLanes;
+          }
           float* out = dw_tap + c0 * g.k + v0 * kLanes;
           switch (v) {
-            case 1: KernelGradDispatch<1>(channels, g, xs, d, rows, out); break;
-            case 2: KernelGradDispatch<2>(channels, g, xs, d, rows, out); break;
-            case 3: KernelGradDispatch<3>(channels, g, xs, d, rows, out); break;
-            default: KernelGradDispatch<4>(channels, g, xs, d, rows, out); break;
+            case 1: KernelGradDispatch<1>(channels, g, x.data(), d.data(), r.images, r.rows, out); break;
+            case 2: KernelGradDispatch<2>(channels, g, x.data(), d.data(), r.images, r.rows, out); break;
+            case 3: KernelGradDispatch<3>(channels, g, x.data(), d.data(), r.images, r.rows, out); break;
+            default: KernelGradDispatch<4>(channels, g, x.data(), d.data(), r.images, r.rows, out); break;
           }
         }
       }
@@ -331,6 +401,8 @@ void KernelGradRows(const Geometry& g, const float* x, const float* dy, int64_t 
   }
 }
 
+// Partial sums of the kernel gradient (the parallel units of its batch reduction).
+constexpr int64_t kKernelGradGroups = 16;
 
 ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                           ffi::ResultBuffer<ffi::F32> dw, int64_t stride_h, int64_t stride_w, int64_t dilation_h,
@@ -342,15 +414,12 @@ ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
     return error;
   if (g.k % kLanes != 0) return ffi::Error::InvalidArgument("output channels of dy must be a multiple of 16");
   const int64_t size = g.kh * g.kw * g.c * g.k;
-  const int64_t rows = std::min(g.oh, std::max<int64_t>(1, kTaskPixels / g.ow));
-  const int64_t blocks = CeilDiv(g.oh, rows);
-  const int64_t tasks = g.n * blocks;
+  const Tasks tasks = MakeTasks(g);
   // Tasks are split into a fixed number of groups, each summed in order into its own buffer and
   // the buffers added in order: the result does not depend on the thread count or scheduling.
-  const int64_t groups = std::min(kKernelGradGroups, tasks);
+  const int64_t groups = std::min(kKernelGradGroups, tasks.count);
   const int workers = static_cast<int>(std::min<int64_t>(MaxWorkers(pool), groups));
-  const int64_t span = (rows - 1) * g.sh + (g.kh - 1) * g.dh + 1;
-  Scratch scratch(workers, span * g.ws * g.c);
+  Scratch scratch(workers, tasks.images * tasks.span * g.ws * g.c);
   Scratch partial(static_cast<int>(groups - 1), size);
   float* out = dw->typed_data();
   const float* input = x.typed_data();
@@ -358,10 +427,12 @@ ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
   ParallelFor(pool, groups, workers, [&](int worker, int64_t group) {
     float* acc = group == 0 ? out : partial[static_cast<int>(group - 1)];
     std::fill(acc, acc + size, 0.0f);
-    for (int64_t task = group * tasks / groups; task < (group + 1) * tasks / groups; ++task) {
-      const int64_t n = task / blocks, row0 = (task % blocks) * rows, count = std::min(rows, g.oh - row0);
-      CopyPaddedRows(g, input, n, row0 * g.sh, (count - 1) * g.sh + (g.kh - 1) * g.dh + 1, scratch[worker]);
-      KernelGradRows(g, scratch[worker], grad + (n * g.oh + row0) * g.ow * g.k, count, acc);
+    std::vector<const float*> dy_rows(tasks.images);
+    for (int64_t task = group * tasks.count / groups; task < (group + 1) * tasks.count / groups; ++task) {
+      const TaskRange range = RangeOf(g, tasks, task);
+      const int64_t image_floats = CopyTaskRows(g, tasks, range, input, scratch[worker]);
+      for (int64_t i = 0; i < range.images; ++i) dy_rows[i] = grad + ((range.n0 + i) * g.oh + range.row0) * g.ow * g.k;
+      KernelGradTask(g, range, scratch[worker], image_floats, dy_rows.data(), acc);
     }
   });
   for (int64_t group = 1; group < groups; ++group) {

@@ -204,12 +204,12 @@ _MATERIALIZE_MIN_CHANNELS = 16
 # _NATIVE_INPUT_GRAD_MIN_CHANNELS input channels (below it, the col2im matmul is faster: LeNet's
 # 6-channel layer), both up to _NATIVE_MAX_CHANNELS channels in and out (beyond, Eigen's GEMM is
 # faster: 256 channels at 8x8, forward 27 ms vs 33, input gradient 28 vs 44).
-_NATIVE_INPUT_GRAD_MIN_CHANNELS = 16
+_NATIVE_INPUT_GRAD_MIN_CHANNELS = 2
 _NATIVE_MAX_CHANNELS = 64
 
 
 def _native_kernel_grad(x: jnp.ndarray, spec: _Spec) -> bool:
-  return spec.native and x.shape[3] > 1
+  return spec.native
 
 
 def _in_f32(fn: Callable[..., jnp.ndarray], out_dtype: Any, a: jnp.ndarray, b: jnp.ndarray, *static) -> jnp.ndarray:
@@ -225,10 +225,10 @@ def _eigen_already(cin: int, cout: int) -> bool:
 def _forward(x: jnp.ndarray, kernel: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
   """x [N, H, W, C_in], kernel [kh, kw, C_in/groups, C_out] -> [N, H', W', C_out]."""
   cin, cout = x.shape[3], kernel.shape[3]
-  if cin == 1:
-    return _tap_sum_conv(x, kernel, spec)
   if spec.native and max(cin, cout) <= _NATIVE_MAX_CHANNELS:
     return _in_f32(native_cpu.forward, x.dtype, x, kernel, spec.strides, spec.pads, spec.dilation)
+  if cin == 1:
+    return _tap_sum_conv(x, kernel, spec)
   if _eigen_already(cin, cout) or cin <= _FEW_CHANNELS:
     return _xla_conv(x, kernel, spec)
   return _row_dilated_conv(x, kernel, spec)

@@ -43,7 +43,6 @@ SOURCE = Path(__file__).parent / "native" / "cpu_kernels.cc"
 _TARGETS = {"research_conv_forward": "ResearchConvForward",
             "research_conv_kernel_grad": "ResearchConvKernelGrad",
             "research_channel_sums": "ResearchChannelSums"}
-_LANES = 16
 
 
 def _cpu_signature() -> str:
@@ -255,13 +254,7 @@ def forward(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int], pads:
 def kernel_grad(x: jnp.ndarray, dy: jnp.ndarray, kernel_hw: tuple[int, int], strides: tuple[int, int],
                 pads: Pads, dilation: tuple[int, int]) -> jnp.ndarray:
   """dL/dkernel [kh, kw, C, K] of `forward` from x [N, H, W, C] and dy [N, OH, OW, K], f32."""
-  k = dy.shape[3]
-  padded = -(-k // _LANES) * _LANES
-  if padded != k:  # the kernel reads whole 16-channel vectors of dy
-    dy = lax.pad(dy, jnp.zeros((), dy.dtype), ((0, 0, 0), (0, 0, 0), (0, 0, 0), (0, padded - k, 0)))
-  dw = _call(_kernel_grad_op, _kernel_grad_call, x, dy, tuple(kernel_hw), strides, pads, dilation)
-  return dw if padded == k else dw[..., :k]
-
+  return _call(_kernel_grad_op, _kernel_grad_call, x, dy, tuple(kernel_hw), strides, pads, dilation)
 
 def input_grad_stride1(dy: jnp.ndarray, kernel: jnp.ndarray, pads: Pads, dilation: tuple[int, int]) -> jnp.ndarray:
   """dL/dx [N, H, W, C] of a stride-1 `forward` from dy [N, OH, OW, K]: `forward` of dy with the kernel

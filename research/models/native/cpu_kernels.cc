@@ -5,8 +5,7 @@
 // pad_top / pad_left (negative: cropped); the output's shape gives the rest.
 //
 //   research_conv_forward      y  [N, OH, OW, K]   from x [N, H, W, C] and w [kh, kw, C, K]
-//   research_conv_kernel_grad  dw [kh, kw, C, K16] from x [N, H, W, C] and dy [N, OH, OW, K16],
-//                              K16 a multiple of 16 (the caller pads the channels of dy)
+//   research_conv_kernel_grad  dw [kh, kw, C, K]  from x [N, H, W, C] and dy [N, OH, OW, K]
 //   research_channel_sums      [2, C]: per-channel sum of a and of a * b, a, b [..., C] (BatchNorm)
 //
 // Both are register-blocked outer-product loops over 16-float vectors (GCC vector extensions, so
@@ -214,11 +213,15 @@ void ForwardBlock(const Geometry& g, const float* x, const float* w, int64_t kp,
     for (int v = 0; v < V; ++v)
       acc[p][v] = accumulate ? LoadLanes(y + p * g.k + v * kLanes, v == V - 1 ? last_lanes : kLanes) : Vec{};
   const int64_t step = STEP ? STEP : g.sw * g.c;
+  // With dw == 1 and all channels, a kernel row's (tap, channel) pairs are one run of kw * c floats
+  // in both the input row and the weights: one loop instead of kw.
+  const bool merged = g.dw == 1 && channels == g.c;
+  const int64_t taps = merged ? 1 : g.kw, run = merged ? g.kw * g.c : channels;
   for (int64_t i = 0; i < g.kh; ++i) {
-    for (int64_t j = 0; j < g.kw; ++j) {
+    for (int64_t j = 0; j < taps; ++j) {
       const float* xs = x + (i * g.dh * g.ws + j * g.dw) * g.c;
       const float* ws = w + (i * g.kw + j) * g.c * kp;
-      for (int64_t c = 0; c < channels; ++c, ws += kp) {
+      for (int64_t c = 0; c < run; ++c, ws += kp) {
         Vec wv[V];
 #pragma GCC unroll 8
         for (int v = 0; v < V; ++v) wv[v] = Load(ws + v * kLanes);
@@ -292,6 +295,8 @@ using ForwardTaskFn = void (*)(const Geometry&, const TaskRange&, const float*, 
 
 ForwardTaskFn ForwardTaskFor(const Geometry& g) {
   switch (g.sw * g.c) {
+    case 1: return ForwardTask<1>;
+    case 3: return ForwardTask<3>;
     case 16: return ForwardTask<16>;
     case 32: return ForwardTask<32>;
     case 64: return ForwardTask<64>;
@@ -375,15 +380,19 @@ void KernelGradDispatch(int channels, const Geometry& g, const float* const* x, 
 void KernelGradTask(const Geometry& g, const TaskRange& r, const float* scratch, int64_t image_floats,
                     const float* const* dy_rows, float* dw) {
   const int64_t vectors = g.k / kLanes;
+  // With dw == 1 a kernel row's (tap, channel) pairs are one run of kw * c floats in the input row
+  // and one run of kw * c rows of dw: blocks of the run instead of each tap's channels.
+  const bool merged = g.dw == 1;
+  const int64_t taps = merged ? 1 : g.kw, run = merged ? g.kw * g.c : g.c;
   std::vector<const float*> x(r.images), d(r.images);
   for (int64_t i = 0; i < g.kh; ++i) {
-    for (int64_t j = 0; j < g.kw; ++j) {
+    for (int64_t j = 0; j < taps; ++j) {
       float* dw_tap = dw + (i * g.kw + j) * g.c * g.k;
       for (int64_t v0 = 0; v0 < vectors; v0 += kMaxVectors) {
         const int v = static_cast<int>(std::min<int64_t>(kMaxVectors, vectors - v0));
-        const int64_t block = EvenBlock(g.c, MaxChannels(v));
-        for (int64_t c0 = 0; c0 < g.c; c0 += block) {
-          const int channels = static_cast<int>(std::min(block, g.c - c0));
+        const int64_t block = EvenBlock(run, MaxChannels(v));
+        for (int64_t c0 = 0; c0 < run; c0 += block) {
+          const int channels = static_cast<int>(std::min(block, run - c0));
           for (int64_t s = 0; s < r.images; ++s) {
             x[s] = scratch + s * image_floats + (i * g.dh * g.ws + j * g.dw) * g.c + c0;
             d[s] = dy_rows[s] + v0 * kLanes;
@@ -401,8 +410,10 @@ void KernelGradTask(const Geometry& g, const TaskRange& r, const float* scratch,
   }
 }
 
-// Partial sums of the kernel gradient (the parallel units of its batch reduction).
+// Partial sums of the kernel gradient (the parallel units of its batch reduction), at most
+// kPartialSumFloats floats of them in all (and at least two).
 constexpr int64_t kKernelGradGroups = 16;
+constexpr int64_t kPartialSumFloats = int64_t{1} << 24;
 
 ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                           ffi::ResultBuffer<ffi::F32> dw, int64_t stride_h, int64_t stride_w, int64_t dilation_h,
@@ -412,32 +423,54 @@ ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
                                       dilation_h, dilation_w, pad_top, pad_left, &g);
       error.failure())
     return error;
-  if (g.k % kLanes != 0) return ffi::Error::InvalidArgument("output channels of dy must be a multiple of 16");
-  const int64_t size = g.kh * g.kw * g.c * g.k;
+  // The blocks read whole vectors of dy's channels: with k not a multiple of 16, each task copies
+  // its dy rows with channels zero-padded to kp, and dw is computed with kp channels, then cut.
+  const int64_t k = g.k, kp = CeilDiv(k, kLanes) * kLanes;
+  g.k = kp;
+  const int64_t size = g.kh * g.kw * g.c * kp;
   const Tasks tasks = MakeTasks(g);
   // Tasks are split into a fixed number of groups, each summed in order into its own buffer and
   // the buffers added in order: the result does not depend on the thread count or scheduling.
-  const int64_t groups = std::min(kKernelGradGroups, tasks.count);
+  const int64_t groups = std::min({kKernelGradGroups, tasks.count, std::max<int64_t>(2, kPartialSumFloats / size)});
   const int workers = static_cast<int>(std::min<int64_t>(MaxWorkers(pool), groups));
   Scratch scratch(workers, tasks.images * tasks.span * g.ws * g.c);
-  Scratch partial(static_cast<int>(groups - 1), size);
-  float* out = dw->typed_data();
+  const int64_t dy_task_floats = tasks.images * tasks.rows * g.ow * kp;
+  Scratch dy_scratch(kp == k ? 0 : workers, dy_task_floats);
+  Scratch partial(static_cast<int>(groups), size);
   const float* input = x.typed_data();
   const float* grad = dy.typed_data();
   ParallelFor(pool, groups, workers, [&](int worker, int64_t group) {
-    float* acc = group == 0 ? out : partial[static_cast<int>(group - 1)];
+    float* acc = partial[static_cast<int>(group)];
     std::fill(acc, acc + size, 0.0f);
     std::vector<const float*> dy_rows(tasks.images);
     for (int64_t task = group * tasks.count / groups; task < (group + 1) * tasks.count / groups; ++task) {
       const TaskRange range = RangeOf(g, tasks, task);
       const int64_t image_floats = CopyTaskRows(g, tasks, range, input, scratch[worker]);
-      for (int64_t i = 0; i < range.images; ++i) dy_rows[i] = grad + ((range.n0 + i) * g.oh + range.row0) * g.ow * g.k;
+      for (int64_t i = 0; i < range.images; ++i) {
+        const float* rows = grad + ((range.n0 + i) * g.oh + range.row0) * g.ow * k;
+        if (kp == k) {
+          dy_rows[i] = rows;
+          continue;
+        }
+        float* padded = dy_scratch[worker] + i * tasks.rows * g.ow * kp;
+        for (int64_t pixel = 0; pixel < range.rows * g.ow; ++pixel) {
+          std::memcpy(padded + pixel * kp, rows + pixel * k, k * sizeof(float));
+          std::fill(padded + pixel * kp + k, padded + (pixel + 1) * kp, 0.0f);
+        }
+        dy_rows[i] = padded;
+      }
       KernelGradTask(g, range, scratch[worker], image_floats, dy_rows.data(), acc);
     }
   });
-  for (int64_t group = 1; group < groups; ++group) {
-    const float* p = partial[static_cast<int>(group - 1)];
-    for (int64_t e = 0; e < size; ++e) out[e] += p[e];
+  // dw [kh, kw, c, k] = the groups' sums, added in order, without the padding channels.
+  float* out = dw->typed_data();
+  const int64_t taps_channels = g.kh * g.kw * g.c;
+  for (int64_t row = 0; row < taps_channels; ++row) {
+    for (int64_t ch = 0; ch < k; ++ch) {
+      float total = 0.0f;
+      for (int64_t group = 0; group < groups; ++group) total += partial[static_cast<int>(group)][row * kp + ch];
+      out[row * k + ch] = total;
+    }
   }
   return ffi::Error::Success();
 }

@@ -160,3 +160,17 @@ def test_fast_pooling_matches_flax():
   g_fast = jax.grad(lambda v: (max_pool(v, (2, 2)) ** 2).sum())(x)
   g_ref = jax.grad(lambda v: (nn.max_pool(v, (2, 2), strides=(2, 2)) ** 2).sum())(x)
   np.testing.assert_allclose(g_fast, g_ref)
+
+
+def test_fast_max_pool_gradient_goes_to_the_first_maximum():
+  """Ties (all-zero windows after a ReLU, repeated values): the whole gradient goes to each window's
+  first maximum in row-major order, as flax's select-and-scatter and torch's max_pool2d do."""
+  import flax.linen as nn
+  from research.models.pooling import max_pool
+  x = jnp.asarray(np.random.default_rng(0).integers(0, 3, (2, 6, 9, 4)), jnp.float32)  # many ties
+  cotangent = jnp.asarray(np.random.default_rng(1).standard_normal((2, 3, 4, 4)), jnp.float32)
+  for window in ((2, 2), (3, 3), (2, 3)):
+    _, fast = jax.vjp(lambda v: max_pool(v, window), x)
+    y, ref = jax.vjp(lambda v: nn.max_pool(v, window, strides=window), x)
+    dy = cotangent[:, :y.shape[1], :y.shape[2]]
+    np.testing.assert_array_equal(fast(dy)[0], ref(dy)[0])

@@ -199,12 +199,13 @@ _MAX_KERNEL_GRAD_CHUNKS = 32
 _MATERIALIZE_MIN_CHANNELS = 16
 
 
-# The native kernels (spec.native) compute every kernel gradient with more than one input channel;
-# forward passes with more than one input channel and stride-1 input gradients with at least
-# _NATIVE_INPUT_GRAD_MIN_CHANNELS input channels (below it, the col2im matmul is faster: LeNet's
-# 6-channel layer), both up to _NATIVE_MAX_CHANNELS channels in and out (beyond, Eigen's GEMM is
-# faster: 256 channels at 8x8, forward 27 ms vs 33, input gradient 28 vs 44).
-_NATIVE_INPUT_GRAD_MIN_CHANNELS = 2
+# The native kernels (spec.native) compute every kernel gradient; forward passes up to
+# _NATIVE_MAX_CHANNELS channels in and out (beyond, Eigen's GEMM is faster: 256 channels at 8x8,
+# 27 ms vs 33); input gradients with 2 or more input channels by scatter (`native_cpu.input_grad`)
+# when strided or with fewer than _NATIVE_INPUT_GRAD_MIN_CHANNELS input channels and the kernel is
+# small enough (ResNet-20's 16 -> 32 stride-2 layer 4.7 -> 2.1 ms, LeNet's 6-channel layer 1.1 ->
+# 0.5 ms), else at stride 1 up to _NATIVE_MAX_CHANNELS as the forward kernel on dy.
+_NATIVE_INPUT_GRAD_MIN_CHANNELS = 16
 _NATIVE_MAX_CHANNELS = 64
 
 
@@ -237,10 +238,14 @@ def _forward(x: jnp.ndarray, kernel: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
 def _input_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
   """dL/dx [N, H, W, C_in] from dy [N, H', W', C_out]."""
   cin, cout = x.shape[3], kernel.shape[3]
-  if (spec.native and spec.strides == (1, 1) and cin >= _NATIVE_INPUT_GRAD_MIN_CHANNELS
-      and max(cin, cout) <= _NATIVE_MAX_CHANNELS):
-    return native_cpu.match_varying(
-        _in_f32(native_cpu.input_grad_stride1, x.dtype, dy, kernel, spec.pads, spec.dilation), x)
+  if spec.native and cin > 1:
+    scatter = native_cpu.scatter_floats(kernel.shape[:2], cin, spec.dilation[1]) <= native_cpu.MAX_SCATTER_FLOATS
+    if scatter and (spec.strides != (1, 1) or cin < _NATIVE_INPUT_GRAD_MIN_CHANNELS):
+      return native_cpu.match_varying(_in_f32(native_cpu.input_grad, x.dtype, dy, kernel, x.shape[1:3],
+                                              spec.strides, spec.pads, spec.dilation), x)
+    if spec.strides == (1, 1) and max(cin, cout) <= _NATIVE_MAX_CHANNELS:
+      return native_cpu.match_varying(
+          _in_f32(native_cpu.input_grad_stride1, x.dtype, dy, kernel, spec.pads, spec.dilation), x)
   if cin <= _COL2IM_MAX_CHANNELS and spec.groups == 1 and spec.strides == (1, 1):
     return _col2im_input_grad(kernel, dy, x.shape, spec)
   # For strides > 1 the transposed convolution has base dilation, so it runs on Eigen as it is.

@@ -42,7 +42,18 @@ CACHE_ENV_VAR = "RESEARCH_NATIVE_CACHE"
 SOURCE = Path(__file__).parent / "native" / "cpu_kernels.cc"
 _TARGETS = {"research_conv_forward": "ResearchConvForward",
             "research_conv_kernel_grad": "ResearchConvKernelGrad",
+            "research_conv_input_grad": "ResearchConvInputGrad",
             "research_channel_sums": "ResearchChannelSums"}
+# The scatter input gradient keeps one pixel's contributions in registers: kh kernel rows of
+# kw * C floats (kernel dilation 1 along the width; else kh * kw runs of C), each rounded up to 16.
+MAX_SCATTER_FLOATS = 192
+
+
+def scatter_floats(kernel_hw: tuple[int, int], channels: int, width_dilation: int) -> int:
+  """Floats of one pixel's contributions in `input_grad` (at most MAX_SCATTER_FLOATS)."""
+  kh, kw = kernel_hw
+  runs, run = (kh, kw * channels) if width_dilation == 1 else (kh * kw, channels)
+  return runs * -(-run // 16) * 16
 
 
 def _cpu_signature() -> str:
@@ -180,6 +191,22 @@ def _kernel_grad_partition(kernel_hw, strides, pads, dilation, mesh, arg_shapes,
   return mesh, per_shard, NamedSharding(mesh, P()), (batch, batch)
 
 
+def _input_grad_call(dy: jnp.ndarray, kernel: jnp.ndarray, x_hw: tuple[int, int], strides: tuple[int, int],
+                     pads: Pads, dilation: tuple[int, int]) -> jnp.ndarray:
+  out = jax.ShapeDtypeStruct((dy.shape[0], *x_hw, kernel.shape[2]), jnp.float32)
+  return jax.ffi.ffi_call("research_conv_input_grad", out)(dy, kernel, **_attributes(strides, dilation, pads))
+
+
+def _input_grad_partition(x_hw, strides, pads, dilation, mesh, arg_shapes, result_shape):
+  batch = NamedSharding(mesh, P(_batch_axes(arg_shapes)))
+  return (mesh, lambda dy, kernel: _input_grad_call(dy, kernel, x_hw, strides, pads, dilation), batch,
+          (batch, NamedSharding(mesh, P())))
+
+
+def _input_grad_infer(x_hw, strides, pads, dilation, mesh, arg_shapes, result_shape):
+  return NamedSharding(mesh, P(_batch_axes(arg_shapes)))
+
+
 def _channel_sums_call(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
   out = jax.ShapeDtypeStruct((2, a.shape[-1]), jnp.float32)
   return jax.ffi.ffi_call("research_channel_sums", out)(a, b)
@@ -208,6 +235,10 @@ _forward_op = custom_partitioning(_forward_call, static_argnums=(2, 3, 4))
 _forward_op.def_partition(partition=_forward_partition, infer_sharding_from_operands=_forward_infer,
                           sharding_rule="n h w c, i j c k -> n a b k",
                           need_replication_factors=("h", "w", "c", "i", "j", "k", "a", "b"))
+_input_grad_op = custom_partitioning(_input_grad_call, static_argnums=(2, 3, 4, 5))
+_input_grad_op.def_partition(partition=_input_grad_partition, infer_sharding_from_operands=_input_grad_infer,
+                             sharding_rule="n a b k, i j c k -> n h w c",
+                             need_replication_factors=("h", "w", "c", "i", "j", "k", "a", "b"))
 _channel_sums_op = custom_partitioning(_channel_sums_call)
 _channel_sums_op.def_partition(partition=_channel_sums_partition, infer_sharding_from_operands=_replicated_result,
                                sharding_rule="n m c, n m c -> s c", reduction_factors=("n",),
@@ -255,6 +286,14 @@ def kernel_grad(x: jnp.ndarray, dy: jnp.ndarray, kernel_hw: tuple[int, int], str
                 pads: Pads, dilation: tuple[int, int]) -> jnp.ndarray:
   """dL/dkernel [kh, kw, C, K] of `forward` from x [N, H, W, C] and dy [N, OH, OW, K], f32."""
   return _call(_kernel_grad_op, _kernel_grad_call, x, dy, tuple(kernel_hw), strides, pads, dilation)
+
+def input_grad(dy: jnp.ndarray, kernel: jnp.ndarray, x_hw: tuple[int, int], strides: tuple[int, int], pads: Pads,
+               dilation: tuple[int, int]) -> jnp.ndarray:
+  """dL/dx [N, H, W, C] of `forward` (any stride) from dy [N, OH, OW, K], kernel [kh, kw, C, K], f32,
+  by scatter: each output pixel's dy @ kernel^T added to its input window. `scatter_floats` must be
+  at most MAX_SCATTER_FLOATS."""
+  return _call(_input_grad_op, _input_grad_call, dy, kernel, tuple(x_hw), strides, pads, dilation)
+
 
 def input_grad_stride1(dy: jnp.ndarray, kernel: jnp.ndarray, pads: Pads, dilation: tuple[int, int]) -> jnp.ndarray:
   """dL/dx [N, H, W, C] of a stride-1 `forward` from dy [N, OH, OW, K]: `forward` of dy with the kernel

@@ -6,6 +6,8 @@
 //
 //   research_conv_forward      y  [N, OH, OW, K]   from x [N, H, W, C] and w [kh, kw, C, K]
 //   research_conv_kernel_grad  dw [kh, kw, C, K]  from x [N, H, W, C] and dy [N, OH, OW, K]
+//   research_conv_input_grad   dx [N, H, W, C]     from dy [N, OH, OW, K] and w [kh, kw, C, K] (scatter;
+//                              kernel rows of kw * C floats, each rounded up to 16, <= 192 in all)
 //   research_channel_sums      [2, C]: per-channel sum of a and of a * b, a, b [..., C] (BatchNorm)
 //
 // Both are register-blocked outer-product loops over 16-float vectors (GCC vector extensions, so
@@ -476,6 +478,119 @@ ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
 }
 
 // ---------------------------------------------------------------------------------------------
+// Input gradient by scatter: for each output pixel, the contributions of its dy [K] to every
+// (tap, input channel) -- a vector of kh * kw * C floats, dy @ w^T -- are added to the padded input
+// gradient. With dw == 1 a kernel row's (tap, channel) pairs are one run of kw * C floats there.
+// Any stride; suits few input channels (the forward-style kernel on dy fills only C of 16 lanes).
+// A task is a block of images; each image's padded gradient is summed in scratch, then copied out.
+
+template <int R, int P>
+void InputGradPixels(const float* dy, int64_t k, const float* wt, int64_t rv, float* contrib) {
+  // contrib [P][R * 16] = sum over channels of dy[p][ch] * wt[ch] (wt rows of rv floats).
+  Vec acc[P][R] = {};
+  for (int64_t ch = 0; ch < k; ++ch) {
+    Vec w[R];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) w[r] = Load(wt + ch * rv + r * kLanes);
+#pragma GCC unroll 4
+    for (int p = 0; p < P; ++p) {
+      const float s = dy[p * k + ch];
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) acc[p][r] += s * w[r];
+    }
+  }
+  for (int p = 0; p < P; ++p)
+    for (int r = 0; r < R; ++r) Store(contrib + p * rv + r * kLanes, acc[p][r], kLanes);
+}
+
+// Adds `vectors` whole vectors of src to dst (unaligned).
+inline void AddVectors(float* dst, const float* src, int64_t vectors) {
+  for (int64_t v = 0; v < vectors; ++v) {
+    const Vec sum = Load(dst + v * kLanes) + Load(src + v * kLanes);
+    std::memcpy(dst + v * kLanes, &sum, sizeof(Vec));
+  }
+}
+
+constexpr int kMaxInputGradVectors = 12;
+
+using InputGradPixelsFn = void (*)(const float*, int64_t, const float*, int64_t, float*);
+
+template <int R>
+InputGradPixelsFn InputGradPixelsFor(int vectors, int pixels) {
+  if constexpr (R > 1) {
+    if (vectors < R) return InputGradPixelsFor<R - 1>(vectors, pixels);
+  }
+  return pixels == 2 ? InputGradPixels<R, 2> : InputGradPixels<R, 1>;
+}
+
+ffi::Error ConvInputGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
+                         ffi::ResultBuffer<ffi::F32> dx, int64_t stride_h, int64_t stride_w, int64_t dilation_h,
+                         int64_t dilation_w, int64_t pad_top, int64_t pad_left) {
+  Geometry g;
+  if (ffi::Error error = MakeGeometry(dx->dimensions(), w.dimensions(), dy.dimensions(), stride_h, stride_w,
+                                      dilation_h, dilation_w, pad_top, pad_left, &g);
+      error.failure())
+    return error;
+  // Runs of contributions: one per kernel row when dw == 1 (kw * C floats), else one per tap (C
+  // floats). Each run is stored padded to whole vectors with zeros, so it is added to the padded
+  // gradient in whole vectors (the zeros land on the next run's cells, or on the slack at the end).
+  const bool merged = g.dw == 1;
+  const int64_t runs = merged ? g.kh : g.kh * g.kw, run = merged ? g.kw * g.c : g.c;
+  const int64_t run_vectors = CeilDiv(run, kLanes), rv = runs * run_vectors * kLanes;
+  if (rv > kMaxInputGradVectors * kLanes) return ffi::Error::InvalidArgument("input gradient: runs too long");
+  // wt [K][rv]: wt[ch][q * run_vectors * 16 + e] = w[tap (q, e)][ch], zero for e >= run.
+  std::vector<float> wt(g.k * rv, 0.0f);
+  const float* wd = w.typed_data();
+  for (int64_t q = 0; q < runs; ++q)
+    for (int64_t e = 0; e < run; ++e)
+      for (int64_t ch = 0; ch < g.k; ++ch) wt[ch * rv + q * run_vectors * kLanes + e] = wd[(q * run + e) * g.k + ch];
+  const int64_t hp = (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1;  // padded rows the output touches
+  const int64_t image_floats = hp * g.ws * g.c;
+  const int workers = static_cast<int>(std::min<int64_t>(MaxWorkers(pool), g.n));
+  Scratch scratch(workers, image_floats + run_vectors * kLanes + 2 * rv);
+  const int vectors = static_cast<int>(rv / kLanes);
+  const InputGradPixelsFn pair = InputGradPixelsFor<kMaxInputGradVectors>(vectors, 2);
+  const InputGradPixelsFn single = InputGradPixelsFor<kMaxInputGradVectors>(vectors, 1);
+  const float* grad = dy.typed_data();
+  float* out = dx->typed_data();
+  ParallelFor(pool, g.n, workers, [&](int worker, int64_t n) {
+    float* padded = scratch[worker];
+    float* contrib = padded + image_floats + run_vectors * kLanes;
+    std::fill(padded, contrib, 0.0f);
+    for (int64_t oh = 0; oh < g.oh; ++oh) {
+      const float* dy_row = grad + (n * g.oh + oh) * g.ow * g.k;
+      for (int64_t ow = 0; ow < g.ow;) {
+        const int pixels = ow + 1 < g.ow ? 2 : 1;
+        (pixels == 2 ? pair : single)(dy_row + ow * g.k, g.k, wt.data(), rv, contrib);
+        for (int p = 0; p < pixels; ++p, ++ow) {
+          for (int64_t q = 0; q < runs; ++q) {
+            const int64_t i = merged ? q : q / g.kw, j = merged ? 0 : q % g.kw;
+            float* dst = padded + ((oh * g.sh + i * g.dh) * g.ws + ow * g.sw + j * g.dw) * g.c;
+            AddVectors(dst, contrib + p * rv + q * run_vectors * kLanes, run_vectors);
+          }
+        }
+      }
+    }
+    // dx (h, col) = padded (h + top, col + left) where that lies inside the padded extent, else 0.
+    float* image = out + n * g.h * g.w * g.c;
+    for (int64_t h = 0; h < g.h; ++h) {
+      float* dst = image + h * g.w * g.c;
+      const int64_t ph = h + g.top;
+      if (ph < 0 || ph >= hp) {
+        std::fill(dst, dst + g.w * g.c, 0.0f);
+        continue;
+      }
+      const int64_t col_begin = std::clamp<int64_t>(-g.left, 0, g.w), col_end = std::clamp<int64_t>(g.ws - g.left, col_begin, g.w);
+      std::fill(dst, dst + col_begin * g.c, 0.0f);
+      std::memcpy(dst + col_begin * g.c, padded + (ph * g.ws + col_begin + g.left) * g.c,
+                  (col_end - col_begin) * g.c * sizeof(float));
+      std::fill(dst + col_end * g.c, dst + g.w * g.c, 0.0f);
+    }
+  });
+  return ffi::Error::Success();
+}
+
+// ---------------------------------------------------------------------------------------------
 // Per-channel sums for BatchNorm: out [2, C] = (sum over rows of a, sum over rows of a * b) for
 // a, b [rows, C] (any leading dimensions; the last is C). Rows are summed in a fixed number of
 // groups, each in order, and the groups added in order (deterministic, as the kernel gradient).
@@ -550,6 +665,19 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchChannelSums, ChannelSums,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchConvInputGrad, ConvInputGrad,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride_h")
+                                  .Attr<int64_t>("stride_w")
+                                  .Attr<int64_t>("dilation_h")
+                                  .Attr<int64_t>("dilation_w")
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_left"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchConvForward, ConvForward,
                               ffi::Ffi::Bind()

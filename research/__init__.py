@@ -4,5 +4,5 @@ from research import host_memory
 
 __version__ = "0.1.0"
 
-# Before XLA starts its threads: see research/host_memory.py.
+# Opt-in, and only before XLA starts its threads: see research/host_memory.py.
 host_memory.retain_freed_memory()

@@ -12,7 +12,7 @@ from research import host_memory
 
 _PROBE = """
 import ctypes, resource, sys
-import research  # applies the settings unless RESEARCH_RETAIN_FREED_MEMORY=0
+import research  # applies the settings when RESEARCH_RETAIN_FREED_MEMORY=1
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = (ctypes.c_void_p,)
@@ -53,6 +53,8 @@ def _transparent_huge_pages_always() -> bool:
     return False
 
 
-def test_opt_out(monkeypatch):
+def test_off_unless_asked_for(monkeypatch):
+  monkeypatch.delenv(host_memory.ENV_VAR, raising=False)
+  assert host_memory.retain_freed_memory() is False
   monkeypatch.setenv(host_memory.ENV_VAR, "0")
   assert host_memory.retain_freed_memory() is False

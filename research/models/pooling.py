@@ -35,15 +35,15 @@ def _window_max_bwd(residuals, dy: jax.Array):
   x, y = residuals
   n, ho, wh, wo, ww, c = x.shape
   taken = jnp.zeros(y.shape, bool)
-  parts = []
+  rows = []
   for a in range(wh):
+    row = []
     for b in range(ww):
       first = (x[:, :, a, :, b] == y) & ~taken
       taken = taken | first
-      parts.append(jnp.where(first, dy, jnp.zeros((), dy.dtype)))
-  # [N, H', wh * ww, W', C] -> [N, H', wh, W', ww, C]
-  dx = jnp.stack(parts, axis=2).reshape(n, ho, wh, ww, wo, c)
-  return (jnp.transpose(dx, (0, 1, 2, 4, 3, 5)),)
+      row.append(jnp.where(first, dy, jnp.zeros((), dy.dtype)))
+    rows.append(jnp.stack(row, axis=3))  # [N, H', W', ww, C]: the window's columns in memory order
+  return (jnp.stack(rows, axis=2).reshape(n, ho, wh, wo, ww, c),)
 
 
 _window_max.defvjp(_window_max_fwd, _window_max_bwd)

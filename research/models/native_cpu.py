@@ -162,7 +162,8 @@ def _kernel_grad_call(x: jnp.ndarray, dy: jnp.ndarray, kernel_hw: tuple[int, int
 
 
 # Sharding: a custom call is opaque to XLA's SPMD partitioner, which would gather a batch-sharded
-# input onto every device. These rules let the batch dimension stay sharded: each device runs the
+# input onto every device. (Shardy wants each rule's special factors listed in order of first
+# appearance.) These rules let the batch dimension stay sharded: each device runs the
 # kernel on its own images, and the kernel gradient, a sum over images, is all-reduced.
 def _batch_axes(arg_shapes) -> Any:
   """The mesh axes the first operand's batch dimension is sharded over (None: replicated)."""
@@ -238,7 +239,7 @@ _forward_op.def_partition(partition=_forward_partition, infer_sharding_from_oper
 _input_grad_op = custom_partitioning(_input_grad_call, static_argnums=(2, 3, 4, 5))
 _input_grad_op.def_partition(partition=_input_grad_partition, infer_sharding_from_operands=_input_grad_infer,
                              sharding_rule="n a b k, i j c k -> n h w c",
-                             need_replication_factors=("h", "w", "c", "i", "j", "k", "a", "b"))
+                             need_replication_factors=("a", "b", "k", "i", "j", "c", "h", "w"))
 _channel_sums_op = custom_partitioning(_channel_sums_call)
 _channel_sums_op.def_partition(partition=_channel_sums_partition, infer_sharding_from_operands=_replicated_result,
                                sharding_rule="n m c, n m c -> s c", reduction_factors=("n",),

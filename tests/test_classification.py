@@ -174,3 +174,22 @@ def test_fast_max_pool_gradient_goes_to_the_first_maximum():
     y, ref = jax.vjp(lambda v: nn.max_pool(v, window, strides=window), x)
     dy = cotangent[:, :y.shape[1], :y.shape[2]]
     np.testing.assert_array_equal(fast(dy)[0], ref(dy)[0])
+
+
+def test_lenet_pools_before_relu_with_the_same_values_and_gradients():
+  """LeNet-5 (ReLU, max pooling) pools before its ReLU; the two orders agree exactly."""
+  from research.models.classifiers.lenet import LeNet5
+
+  class ActThenPool(LeNet5):
+    def _act_pool(self, act, pool, x):
+      return pool(act(x), (2, 2), strides=(2, 2))
+
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 28, 28, 1)), jnp.float32)
+  variables = LeNet5().init(jax.random.PRNGKey(0), x)
+
+  def value_and_grad(model):
+    return jax.value_and_grad(lambda v: jnp.sum(jnp.sin(model.apply(v, x))))(variables)
+
+  (ours, ours_grad), (ref, ref_grad) = value_and_grad(LeNet5()), value_and_grad(ActThenPool())
+  assert float(ours) == float(ref)
+  jax.tree.map(np.testing.assert_array_equal, ours_grad, ref_grad)

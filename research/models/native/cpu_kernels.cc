@@ -603,38 +603,30 @@ ffi::Error ConvInputGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Bu
 
 void ChannelSumsRows(const float* a, const float* b, int64_t row_begin, int64_t row_end, int64_t c, float* sums,
                      float* dots) {
+  // Rows outer, channel vectors inner: one pass over memory; the accumulators stay in L1.
   const int64_t vectors = c / kLanes;
-  for (int64_t v = 0; v < vectors; ++v) {
-    Vec s0 = {}, s1 = {}, d0 = {}, d1 = {};
-    const float* pa = a + row_begin * c + v * kLanes;
-    const float* pb = b + row_begin * c + v * kLanes;
-    int64_t r = row_begin;
-    for (; r + 1 < row_end; r += 2, pa += 2 * c, pb += 2 * c) {
-      const Vec a0 = Load(pa), a1 = Load(pa + c);
-      s0 += a0;
-      s1 += a1;
-      d0 += a0 * Load(pb);
-      d1 += a1 * Load(pb + c);
+  std::vector<Vec> s(vectors, Vec{}), d(vectors, Vec{});
+  std::vector<float> s_tail(c - vectors * kLanes, 0.0f), d_tail(c - vectors * kLanes, 0.0f);
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const float* pa = a + r * c;
+    const float* pb = b + r * c;
+    for (int64_t v = 0; v < vectors; ++v) {
+      const Vec av = Load(pa + v * kLanes);
+      s[v] += av;
+      d[v] += av * Load(pb + v * kLanes);
     }
-    if (r < row_end) {
-      const Vec a0 = Load(pa);
-      s0 += a0;
-      d0 += a0 * Load(pb);
-    }
-    const Vec s = s0 + s1, d = d0 + d1;
-    for (int l = 0; l < kLanes; ++l) {
-      sums[v * kLanes + l] = s[l];
-      dots[v * kLanes + l] = d[l];
+    for (int64_t ch = vectors * kLanes; ch < c; ++ch) {
+      s_tail[ch - vectors * kLanes] += pa[ch];
+      d_tail[ch - vectors * kLanes] += pa[ch] * pb[ch];
     }
   }
+  for (int64_t v = 0; v < vectors; ++v) {
+    Store(sums + v * kLanes, s[v], kLanes);
+    Store(dots + v * kLanes, d[v], kLanes);
+  }
   for (int64_t ch = vectors * kLanes; ch < c; ++ch) {
-    float s = 0.0f, d = 0.0f;
-    for (int64_t r = row_begin; r < row_end; ++r) {
-      s += a[r * c + ch];
-      d += a[r * c + ch] * b[r * c + ch];
-    }
-    sums[ch] = s;
-    dots[ch] = d;
+    sums[ch] = s_tail[ch - vectors * kLanes];
+    dots[ch] = d_tail[ch - vectors * kLanes];
   }
 }
 

@@ -655,6 +655,21 @@ ffi::Error ChannelSums(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffe
   return ffi::Error::Success();
 }
 
+// The convolution handlers' binding: the thread pool, two f32 operands, one f32 result, geometry.
+auto ConvBinding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Ret<ffi::Buffer<ffi::F32>>()
+      .Attr<int64_t>("stride_h")
+      .Attr<int64_t>("stride_w")
+      .Attr<int64_t>("dilation_h")
+      .Attr<int64_t>("dilation_w")
+      .Attr<int64_t>("pad_top")
+      .Attr<int64_t>("pad_left");
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchChannelSums, ChannelSums,
@@ -664,41 +679,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchChannelSums, ChannelSums,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchConvInputGrad, ConvInputGrad,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("stride_h")
-                                  .Attr<int64_t>("stride_w")
-                                  .Attr<int64_t>("dilation_h")
-                                  .Attr<int64_t>("dilation_w")
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_left"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchConvForward, ConvForward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("stride_h")
-                                  .Attr<int64_t>("stride_w")
-                                  .Attr<int64_t>("dilation_h")
-                                  .Attr<int64_t>("dilation_w")
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_left"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchConvKernelGrad, ConvKernelGrad,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("stride_h")
-                                  .Attr<int64_t>("stride_w")
-                                  .Attr<int64_t>("dilation_h")
-                                  .Attr<int64_t>("dilation_w")
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_left"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchConvInputGrad, ConvInputGrad, ConvBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchConvForward, ConvForward, ConvBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchConvKernelGrad, ConvKernelGrad, ConvBinding());

@@ -49,6 +49,23 @@ inline void Store(float* p, const Vec& v, int lanes) { std::memcpy(p, &v, lanes 
 
 inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// acc[p][v] += s[p * stride] * w[v * 16 .. v * 16 + 15] for P scalars and V weight vectors: the
+// register-blocked step of the forward and scatter kernels (inlined, so a constant stride becomes
+// address offsets).
+template <int P, int V>
+__attribute__((always_inline)) inline void OuterProductStep(Vec (&acc)[P][V], const float* w, const float* s,
+                                                            int64_t stride) {
+  Vec wv[V];
+#pragma GCC unroll 16
+  for (int v = 0; v < V; ++v) wv[v] = Load(w + v * kLanes);
+#pragma GCC unroll 32
+  for (int p = 0; p < P; ++p) {
+    const float x = s[p * stride];
+#pragma GCC unroll 16
+    for (int v = 0; v < V; ++v) acc[p][v] += x * wv[v];
+  }
+}
+
 // Splits `total` into the fewest blocks of at most `max_block`, as even as possible: the block size.
 inline int64_t EvenBlock(int64_t total, int64_t max_block) { return CeilDiv(total, CeilDiv(total, max_block)); }
 
@@ -223,17 +240,7 @@ void ForwardBlock(const Geometry& g, const float* x, const float* w, int64_t kp,
     for (int64_t j = 0; j < taps; ++j) {
       const float* xs = x + (i * g.dh * g.ws + j * g.dw) * g.c;
       const float* ws = w + (i * g.kw + j) * g.c * kp;
-      for (int64_t c = 0; c < run; ++c, ws += kp) {
-        Vec wv[V];
-#pragma GCC unroll 8
-        for (int v = 0; v < V; ++v) wv[v] = Load(ws + v * kLanes);
-#pragma GCC unroll 32
-        for (int p = 0; p < P; ++p) {
-          const float s = xs[p * step + c];
-#pragma GCC unroll 8
-          for (int v = 0; v < V; ++v) acc[p][v] += s * wv[v];
-        }
-      }
+      for (int64_t c = 0; c < run; ++c, ws += kp) OuterProductStep<P, V>(acc, ws, xs + c, step);
     }
   }
   for (int p = 0; p < P; ++p)
@@ -494,17 +501,7 @@ template <int R, int P>
 void InputGradPixels(const float* dy, int64_t k, const float* wt, int64_t rv, float* contrib) {
   // contrib [P][R * 16] = sum over channels of dy[p][ch] * wt[ch] (wt rows of rv floats).
   Vec acc[P][R] = {};
-  for (int64_t ch = 0; ch < k; ++ch) {
-    Vec w[R];
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) w[r] = Load(wt + ch * rv + r * kLanes);
-#pragma GCC unroll 4
-    for (int p = 0; p < P; ++p) {
-      const float s = dy[p * k + ch];
-#pragma GCC unroll 16
-      for (int r = 0; r < R; ++r) acc[p][r] += s * w[r];
-    }
-  }
+  for (int64_t ch = 0; ch < k; ++ch) OuterProductStep<P, R>(acc, wt + ch * rv, dy + ch, k);
   for (int p = 0; p < P; ++p)
     for (int r = 0; r < R; ++r) Store(contrib + p * rv + r * kLanes, acc[p][r], kLanes);
 }

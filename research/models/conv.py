@@ -221,6 +221,13 @@ def _in_f32(fn: Callable[..., jnp.ndarray], out_dtype: Any, a: jnp.ndarray, b: j
   return fn(a.astype(jnp.float32), b.astype(jnp.float32), *static).astype(out_dtype)
 
 
+def _native_grad(fn: Callable[..., jnp.ndarray], primal: jnp.ndarray, a: jnp.ndarray, b: jnp.ndarray,
+                 *static) -> jnp.ndarray:
+  """The cotangent of `primal` from a native kernel: fn(a, b, *static) in f32, in primal's dtype and
+  summed over the shard_map axes it varies over and primal does not."""
+  return native_cpu.match_varying(_in_f32(fn, primal.dtype, a, b, *static), primal)
+
+
 def _eigen_already(cin: int, cout: int) -> bool:
   """Whether XLA:CPU runs the plain convolution with Eigen (YNNPACK declines <= 16 channels)."""
   return max(cin, cout) <= 16
@@ -244,11 +251,10 @@ def _input_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec: _Spe
   if spec.native and cin > 1:
     scatter = native_cpu.scatter_floats(kernel.shape[:2], cin, spec.dilation[1]) <= native_cpu.MAX_SCATTER_FLOATS
     if scatter and (spec.strides != (1, 1) or cin < _NATIVE_INPUT_GRAD_MIN_CHANNELS):
-      return native_cpu.match_varying(_in_f32(native_cpu.input_grad, x.dtype, dy, kernel, x.shape[1:3],
-                                              spec.strides, spec.pads, spec.dilation), x)
+      return _native_grad(native_cpu.input_grad, x, dy, kernel, x.shape[1:3], spec.strides, spec.pads,
+                          spec.dilation)
     if spec.strides == (1, 1) and max(cin, cout) <= _NATIVE_MAX_CHANNELS:
-      return native_cpu.match_varying(
-          _in_f32(native_cpu.input_grad_stride1, x.dtype, dy, kernel, spec.pads, spec.dilation), x)
+      return _native_grad(native_cpu.input_grad_stride1, x, dy, kernel, spec.pads, spec.dilation)
   if cin <= _COL2IM_MAX_CHANNELS and spec.groups == 1 and spec.strides == (1, 1):
     return _col2im_input_grad(kernel, dy, x.shape, spec)
   # For strides > 1 the transposed convolution has base dilation, so it runs on Eigen as it is.
@@ -260,9 +266,8 @@ def _input_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec: _Spe
 def _kernel_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
   """dL/dkernel [kh, kw, C_in/groups, C_out] from dy [N, H', W', C_out]."""
   if _native_kernel_grad(x, kernel.shape[3], spec):
-    return native_cpu.match_varying(
-        _in_f32(native_cpu.kernel_grad, kernel.dtype, x, dy, kernel.shape[:2], spec.strides, spec.pads,
-                spec.dilation), kernel)
+    return _native_grad(native_cpu.kernel_grad, kernel, x, dy, kernel.shape[:2], spec.strides, spec.pads,
+                        spec.dilation)
   if 1 < spec.groups <= _MAX_SPLIT_GROUPS:
     ungrouped = spec._replace(groups=1)
     return jnp.concatenate([_kernel_grad(xg, kg, dg, ungrouped) for xg, kg, dg in

@@ -154,15 +154,15 @@ void CopyPaddedRows(const Geometry& g, const float* x, int64_t n, int64_t row0, 
   }
 }
 
-// Per-worker scratch buffers of one size.
+// Per-worker scratch buffers of one size, uninitialized (every user writes before it reads).
 class Scratch {
  public:
-  Scratch(int workers, int64_t size) : size_(size), data_(workers * size) {}
-  float* operator[](int worker) { return data_.data() + worker * size_; }
+  Scratch(int workers, int64_t size) : size_(size), data_(new float[workers * size]) {}
+  float* operator[](int worker) { return data_.get() + worker * size_; }
 
  private:
   int64_t size_;
-  std::vector<float> data_;
+  std::unique_ptr<float[]> data_;
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """DeepLabv3 (Chen, Papandreou, Schroff, Adam 2017) with a ResNet-50 encoder on PASCAL VOC 2012.
 
 Needs voc2012_segmentation with its train_aug split prepared in data_dir (README, Datasets):
-    python scripts/prepare_data.py voc2012_segmentation --voc_dir DIR --data_dir DATA_DIR
+    research-prepare-data voc2012_segmentation --voc_dir DIR --data_dir DATA_DIR
 Start from ImageNet weights with --config.init_from.workdir=WORKDIR of a ResNet-50 ImageNet run
 (configs/resnet50_imagenet.py); init_from.rename maps its paths into the model's 'backbone'.
 

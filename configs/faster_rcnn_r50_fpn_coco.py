@@ -2,7 +2,7 @@
 
 Needs coco/2017 prepared in data_dir (tfds build coco/2017 --file_format=array_record) and an
 ImageNet ResNet-50 run to start from (configs/resnet50_imagenet.py):
-  python scripts/train.py --config=configs/faster_rcnn_r50_fpn_coco.py --workdir=runs/frcnn_coco \\
+  research-train --config=configs/faster_rcnn_r50_fpn_coco.py --workdir=runs/frcnn_coco \\
       --config.init_from.workdir=runs/resnet50_imagenet
 Recipe (torchvision references/detection, 'fasterrcnn_resnet50_fpn', 26 epochs): SGD momentum
 0.9, learning rate 0.02 for 16 images a step, weight decay 1e-4, x0.1 at epochs 16 and 22, linear

@@ -2,7 +2,7 @@
 
 Needs voc/2007 prepared in data_dir (tfds build voc/2007 --file_format=array_record) and an
 ImageNet VGG-16 run to start from (configs/vgg16_imagenet.py):
-  python scripts/train.py --config=configs/faster_rcnn_vgg16_voc07.py --workdir=runs/frcnn_voc07 \\
+  research-train --config=configs/faster_rcnn_vgg16_voc07.py --workdir=runs/frcnn_voc07 \\
       --config.init_from.workdir=runs/vgg16_imagenet
 Recipe (the paper and py-faster-rcnn's end-to-end training): trained on VOC07 trainval (5,011
 images), tested on VOC07 test (4,952); one image a step; SGD momentum 0.9, weight decay 5e-4,

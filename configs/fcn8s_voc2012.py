@@ -1,7 +1,7 @@
 """FCN-8s (Long, Shelhamer, Darrell, CVPR 2015) on PASCAL VOC 2012 segmentation, VGG-16 encoder.
 
 Needs voc2012_segmentation with its train_aug split prepared in data_dir (README, Datasets):
-    python scripts/prepare_data.py voc2012_segmentation --voc_dir DIR --data_dir DATA_DIR
+    research-prepare-data voc2012_segmentation --voc_dir DIR --data_dir DATA_DIR
 Start from ImageNet weights with --config.init_from.workdir=WORKDIR of a VGG-16 ImageNet run
 (configs/vgg16_imagenet.py); init_from.rename maps its convolutions into the model's 'backbone'
 and its classifier's fc1 / fc2 into fc6 / fc7 (reshaped to 7x7 and 1x1 convolutions: the paper's

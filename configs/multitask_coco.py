@@ -5,7 +5,7 @@ captions), so both heads train on the same images ('train+restval', 113,287) and
 the same 5,000 Karpathy test images, which neither head has seen:
   tfds build coco_captions --data_dir DATA_DIR --file_format=array_record
 and an ImageNet ResNet-50 run to start from (configs/resnet50_imagenet.py):
-  python scripts/train.py --config=configs/multitask_coco.py --workdir=runs/multitask_coco \\
+  research-train --config=configs/multitask_coco.py --workdir=runs/multitask_coco \\
       --config.dataset.data_dir=DATA_DIR --config.init_from.workdir=runs/resnet50_imagenet
 Detection labels from coco/2017 with captions from coco_captions instead is a mixture:
   --config.task.mixture='(("coco/2017", "train", "validation", 1.0, ("detection",)),

@@ -11,7 +11,7 @@ from research.sweeps import Baseline, Experiment, SlurmResources
 def get_experiment() -> Experiment:
   return Experiment(
       name="alexnet_imagenet",
-      config="configs/alexnet_imagenet.py",
+      config="alexnet_imagenet",
       metric="eval/accuracy",
       baseline=Baseline(
           metric="eval/accuracy", expected=56.522 / 100, tolerance=0.005, note="56.522% top-1",

@@ -12,7 +12,7 @@ from research.sweeps import Baseline, Experiment, SlurmResources
 def get_experiment() -> Experiment:
   return Experiment(
       name="dcgan_cifar10",
-      config="configs/dcgan_cifar10.py",
+      config="dcgan_cifar10",
       seeds=(0,),
       metric="eval/frechet_distance",
       baseline=Baseline(

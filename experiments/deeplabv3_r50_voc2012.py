@@ -14,7 +14,7 @@ to a shorter side of 513 (here whole images at their own size); and 0.769 is the
 evaluations made during training (here the last). Cross-check at output stride 8:
 mmsegmentation's DeepLabV3 R-50-D8, 512 x 512, 20k iterations, VOC 2012 val 76.17 (40k: 77.68).
 
-    python scripts/sweep.py experiments/deeplabv3_r50_voc2012.py --set=init_from.workdir=RESNET50_IMAGENET_WORKDIR
+    research-sweep experiments/deeplabv3_r50_voc2012.py --set=init_from.workdir=RESNET50_IMAGENET_WORKDIR
 """
 from research.sweeps import Baseline, Experiment, SlurmResources
 
@@ -22,7 +22,7 @@ from research.sweeps import Baseline, Experiment, SlurmResources
 def get_experiment() -> Experiment:
   return Experiment(
       name="deeplabv3_r50_voc2012",
-      config="configs/deeplabv3_r50_voc2012.py",
+      config="deeplabv3_r50_voc2012",
       metric="eval/miou",
       baseline=Baseline(
           metric="eval/miou", expected=0.769, tolerance=0.015, note="76.9 mIoU, VOC 2012 val",

@@ -11,7 +11,7 @@ from research.sweeps import Baseline, Experiment, SlurmResources
 def get_experiment() -> Experiment:
   return Experiment(
       name="faster_rcnn_r50_fpn_coco",
-      config="configs/faster_rcnn_r50_fpn_coco.py",
+      config="faster_rcnn_r50_fpn_coco",
       metric="eval/mAP",
       baseline=Baseline(
           metric="eval/mAP", expected=0.370, tolerance=0.005, note="box AP 37.0 on val2017",

@@ -11,7 +11,7 @@ from research.sweeps import Baseline, Experiment, SlurmResources
 def get_experiment() -> Experiment:
   return Experiment(
       name="faster_rcnn_vgg16_voc07",
-      config="configs/faster_rcnn_vgg16_voc07.py",
+      config="faster_rcnn_vgg16_voc07",
       metric="eval/mAP",
       baseline=Baseline(
           metric="eval/mAP", expected=0.699, tolerance=0.01, note="69.9 mAP, VOC07 test",

@@ -12,7 +12,7 @@ the test server, and trained on train_aug (10,582 images) rather than SBD train:
 comparison available offline, not a like-for-like one. configs/fcn8s_voc2012.py lists how its
 recipe follows the paper's and where it cannot.
 
-    python scripts/sweep.py experiments/fcn8s_voc2012.py --set=init_from.workdir=VGG16_IMAGENET_WORKDIR
+    research-sweep experiments/fcn8s_voc2012.py --set=init_from.workdir=VGG16_IMAGENET_WORKDIR
 """
 from research.sweeps import Baseline, Experiment, SlurmResources
 
@@ -20,7 +20,7 @@ from research.sweeps import Baseline, Experiment, SlurmResources
 def get_experiment() -> Experiment:
   return Experiment(
       name="fcn8s_voc2012",
-      config="configs/fcn8s_voc2012.py",
+      config="fcn8s_voc2012",
       metric="eval/miou",
       baseline=Baseline(
           metric="eval/miou", expected=0.622, tolerance=0.015, note="62.2 mean IU, VOC2012 test",

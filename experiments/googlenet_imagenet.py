@@ -14,7 +14,7 @@ from research.sweeps import Baseline, Experiment, SlurmResources
 def get_experiment() -> Experiment:
   return Experiment(
       name="googlenet_imagenet",
-      config="configs/googlenet_imagenet.py",
+      config="googlenet_imagenet",
       metric="eval/accuracy",
       baseline=Baseline(
           metric="eval/accuracy", expected=69.778 / 100, tolerance=0.005, note="69.778% top-1",

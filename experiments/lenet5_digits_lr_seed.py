@@ -1,7 +1,7 @@
 """LeNet-5 on the built-in `digits` dataset: learning rate x seed, 4 short trials.
 
-    python scripts/sweep.py experiments/lenet5_digits_lr_seed.py
-    python scripts/report.py experiments/lenet5_digits_lr_seed.py
+    research-sweep experiments/lenet5_digits_lr_seed.py
+    research-report experiments/lenet5_digits_lr_seed.py
 
 150 steps at batch 128 (about 13 epochs) instead of the config's 800, evaluated every 50 steps
 so the report's learning curves have several points.
@@ -12,7 +12,7 @@ from research.sweeps import Experiment, grid
 def get_experiment() -> Experiment:
   return Experiment(
       name="lenet5_digits_lr_seed",
-      config="configs/lenet5_digits.py",
+      config="lenet5_digits",
       overrides={"num_train_steps": 150, "log_every_steps": 10, "eval_every_steps": 50,
                  "checkpoint_every_steps": 50},
       sweep=[grid("optimizer.learning_rate", [0.01, 0.05])],

@@ -1,6 +1,6 @@
 """Paper baseline: LeNet-5 on MNIST, 0.95% test error (LeCun et al. 1998).
 
-    python scripts/sweep.py experiments/lenet5_mnist.py   # needs MNIST prepared (README, Datasets)
+    research-sweep experiments/lenet5_mnist.py   # needs MNIST prepared (README, Datasets)
 """
 from research.sweeps import Baseline, Experiment, SlurmResources
 
@@ -8,7 +8,7 @@ from research.sweeps import Baseline, Experiment, SlurmResources
 def get_experiment() -> Experiment:
   return Experiment(
       name="lenet5_mnist",
-      config="configs/lenet5_mnist.py",
+      config="lenet5_mnist",
       seeds=(0, 1, 2),
       metric="eval/accuracy",
       baseline=Baseline(

@@ -21,7 +21,7 @@ over the batch. The joint run therefore trains each head for the same number of 
 examples as its single-task run, with one backbone instead of four.
 
 Run and report (about 46 minutes on two shared CPU cores, the joint and detection runs most of it):
-  python experiments/multitask_shapes.py run      # scripts/train.py into runs/multitask_compare/<name>
+  python experiments/multitask_shapes.py run      # research-train into runs/multitask_compare/<name>
   python experiments/multitask_shapes.py report   # the table below, from their results.json
 
 Measured here (2 shared CPU cores, jax 0.10.2; wall time includes compilation and evaluation):
@@ -43,7 +43,7 @@ both); the cores were shared with other jobs, so wall times are indicative only.
 (mid-run): classification 0.82 single / 0.86 joint, mAP 0.77 / 0.73, mIoU 0.77 / 0.74,
 BLEU-4 0.27 / 0.25.
 
-`get_experiment()` is the joint run, for scripts/sweep.py and scripts/report.py.
+`get_experiment()` is the joint run, for research-sweep and research-report.
 """
 from __future__ import annotations
 
@@ -56,8 +56,7 @@ from typing import Dict, List, Tuple
 
 from research.sweeps import Experiment
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKDIRS = os.path.join(ROOT, "runs", "multitask_compare")
+WORKDIRS = os.path.join("runs", "multitask_compare")  # Under the current folder.
 
 COMMON = {
     "batch_size": 32, "eval_batch_size": 100, "num_train_steps": 1000, "eval_every_steps": 500,
@@ -65,13 +64,13 @@ COMMON = {
     "optimizer.name": "adam", "optimizer.learning_rate": 0.002, "optimizer.schedule": "cosine",
     "optimizer.warmup_steps": 50, "optimizer.grad_clip_norm": 10.0,
 }
-# name -> (config file, overrides beyond COMMON)
+# name -> (shipped config, overrides beyond COMMON)
 RUNS: Dict[str, Tuple[str, Dict[str, object]]] = {
-    "joint": ("configs/multitask_shapes.py", {}),
-    "classification": ("configs/multitask_shapes.py", {"task.heads": ("classification",)}),
-    "detection": ("configs/faster_rcnn_shapes.py", {}),
-    "segmentation": ("configs/fcn8s_shapes.py", {}),
-    "captioning": ("configs/show_tell_shapes.py", {}),
+    "joint": ("multitask_shapes", {}),
+    "classification": ("multitask_shapes", {"task.heads": ("classification",)}),
+    "detection": ("faster_rcnn_shapes", {}),
+    "segmentation": ("fcn8s_shapes", {}),
+    "captioning": ("show_tell_shapes", {}),
 }
 # task -> (single-task run's metric, joint run's metric), the first of each task the goal's metric.
 METRICS: Dict[str, List[Tuple[str, str]]] = {
@@ -85,7 +84,7 @@ METRICS: Dict[str, List[Tuple[str, str]]] = {
 def get_experiment() -> Experiment:
   return Experiment(
       name="multitask_shapes",
-      config="configs/multitask_shapes.py",
+      config="multitask_shapes",
       overrides=dict(COMMON),
       metric="eval/segmentation/miou",
       description="Four heads on one small backbone vs each task's own model at equal budget "
@@ -99,7 +98,7 @@ def _flag(value: object) -> str:
 def command(name: str) -> List[str]:
   config, overrides = RUNS[name]
   flags = [f"--config.{k}={_flag(v)}" for k, v in {**COMMON, **overrides}.items()]
-  return [sys.executable, os.path.join(ROOT, "scripts", "train.py"), f"--config={os.path.join(ROOT, config)}",
+  return [sys.executable, "-m", "research.cli.train", f"--config={config}",
           f"--workdir={os.path.join(WORKDIRS, name)}", *flags]
 
 
@@ -110,7 +109,7 @@ def run() -> None:
   walls = json.load(open(path)) if os.path.exists(path) else {}
   for name in RUNS:
     start = time.time()
-    subprocess.run(command(name), check=True, cwd=ROOT)
+    subprocess.run(command(name), check=True)
     walls.setdefault(name, round(time.time() - start))
     with open(path, "w") as f:
       json.dump(walls, f, indent=1)

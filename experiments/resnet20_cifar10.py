@@ -9,7 +9,7 @@ from research.sweeps import Baseline, Experiment, SlurmResources
 def get_experiment() -> Experiment:
   return Experiment(
       name="resnet20_cifar10",
-      config="configs/resnet20_cifar10.py",
+      config="resnet20_cifar10",
       seeds=(0, 1, 2),
       metric="eval/accuracy",
       baseline=Baseline(

@@ -11,7 +11,7 @@ from research.sweeps import Baseline, Experiment, SlurmResources
 def get_experiment() -> Experiment:
   return Experiment(
       name="resnet50_imagenet",
-      config="configs/resnet50_imagenet.py",
+      config="resnet50_imagenet",
       metric="eval/accuracy",
       baseline=Baseline(
           metric="eval/accuracy", expected=76.130 / 100, tolerance=0.005, note="76.130% top-1",

@@ -5,7 +5,7 @@ from research.sweeps import Baseline, Experiment, SlurmResources
 def get_experiment() -> Experiment:
   return Experiment(
       name="resnet56_cifar10",
-      config="configs/resnet56_cifar10.py",
+      config="resnet56_cifar10",
       seeds=(0, 1, 2),
       metric="eval/accuracy",
       baseline=Baseline(

@@ -14,7 +14,7 @@ from research.sweeps import Baseline, Experiment, SlurmResources
 def get_experiment() -> Experiment:
   return Experiment(
       name="show_tell_coco",
-      config="configs/show_tell_coco.py",
+      config="show_tell_coco",
       seeds=(0,),
       metric="eval/bleu_4",
       baseline=Baseline(

@@ -11,7 +11,7 @@ from research.sweeps import Baseline, Experiment, SlurmResources
 def get_experiment() -> Experiment:
   return Experiment(
       name="vgg16_imagenet",
-      config="configs/vgg16_imagenet.py",
+      config="vgg16_imagenet",
       metric="eval/accuracy",
       baseline=Baseline(
           metric="eval/accuracy", expected=71.592 / 100, tolerance=0.005, note="71.592% top-1",

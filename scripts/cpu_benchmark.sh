@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CPU training-step figures, via scripts/benchmark.py (device-resident batch, after compile and warm-up):
+# CPU training-step figures, via research-benchmark (device-resident batch, after compile and warm-up):
 #   torch   the issue-11 comparison with PyTorch eager (torch installed: the [dev] extra), batch 128
 #           (ResNet-50: 224x224, batch 8)
 #   zoo     every classifier in the zoo at batch 32 and its native input size: LeNet-5 28x28x1
@@ -21,7 +21,7 @@ run() {
   local model=$1 input=$2 steps=$3
   shift 3
   local out
-  out=$("$PYTHON" scripts/benchmark.py --model "$model" --steps "$steps" --input_pipeline=false "$@" 2>&1) || {
+  out=$("$PYTHON" -m research.cli.benchmark --model "$model" --steps "$steps" --input_pipeline=false "$@" 2>&1) || {
     echo "| $model | $input | failed: $(echo "$out" | grep -E "Error" | tail -1) |"; return; }
   local ms compile torch
   ms=$(echo "$out" | sed -n 's/.*, \([0-9.]*\) ms\/step$/\1/p')

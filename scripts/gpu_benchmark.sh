@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ResNet-50 training throughput and MFU on one GPU (issue 11): bf16 and f32, batch 256, 224x224,
 # synthetic input (one device-resident batch) and the real input pipeline (the built-in shapes/128
-# dataset decoded, resized to 224, cropped and flipped by Grain workers), via scripts/benchmark.py.
+# dataset decoded, resized to 224, cropped and flipped by Grain workers), via research-benchmark.
 #
 #   bash scripts/gpu_benchmark.sh            # on a machine with a GPU and this repo's dependencies
 #
@@ -24,7 +24,7 @@ LOG=${OUT:-/tmp}/gpu_benchmark.log
           --config.dataset.num_workers=14 --config.dataset.cache_mb=0 --torch=false)
   for dtype in ${DTYPES:-bfloat16 float32}; do
     echo "== resnet50 batch 256, dtype $dtype"
-    python3 scripts/benchmark.py "${common[@]}" --config.dtype=$dtype --steps "${STEPS:-40}" 2>&1 \
+    research-benchmark "${common[@]}" --config.dtype=$dtype --steps "${STEPS:-40}" 2>&1 \
       | grep -E "^(devices|compile|step|with|pytorch)|Error|error" || true
   done
 } 2>&1 | tee "$LOG"

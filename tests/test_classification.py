@@ -136,14 +136,14 @@ def test_predict_script_draws_predictions(data_dir, tmp_path):
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   workdir = str(tmp_path / "run")
   train_and_evaluate(small_config(data_dir, steps=2), workdir)
-  out = subprocess.run([sys.executable, f"{root}/scripts/predict.py", "--workdir", workdir, "--num", "8",
+  out = subprocess.run([sys.executable, "-m", "research.cli.predict", "--workdir", workdir, "--num", "8",
                         "--out", str(tmp_path / "pics")], capture_output=True, text=True,
                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert out.returncode == 0, out.stderr[-2000:]
   picture = np.asarray(Image.open(tmp_path / "pics" / "test_predictions.png"))
   assert picture.ndim == 3 and picture.shape[2] == 3 and picture.std() > 0
   assert (tmp_path / "run" / "eval" / "step_2" / "predictions.png").exists()
-  out = subprocess.run([sys.executable, f"{root}/scripts/evaluate.py", "--workdir", workdir],
+  out = subprocess.run([sys.executable, "-m", "research.cli.evaluate", "--workdir", workdir],
                        capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert out.returncode == 0, out.stderr[-2000:]
   stored = [r for r in read_metrics(workdir) if "eval/accuracy" in r][-1]["eval/accuracy"]

@@ -49,7 +49,7 @@ def test_missing_dataset_prints_prepare_command(tmp_path):
   message = str(e.value)
   assert "'mnist' is not prepared" in message
   assert "tfds build mnist" in message and "--file_format=array_record" in message
-  assert "scripts/prepare_data.py mnist" in message
+  assert "research-prepare-data mnist" in message
 
 
 def test_unknown_dataset(tmp_path):

@@ -44,7 +44,7 @@ def _config(data_dir):
 
 
 def _command(workdir, data_dir):
-  return [sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--config",
+  return [sys.executable, "-m", "research.cli.train", "--config",
           os.path.join(ROOT, "configs", "lenet5_digits.py"), "--workdir", workdir] + _overrides(data_dir)
 
 

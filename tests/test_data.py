@@ -42,7 +42,7 @@ def test_prepare_mnist_offline_from_idx_files(tmp_path):
     _write_idx(str(idx / f"{prefix}-labels-idx1-ubyte.gz"), labels)
     arrays[prefix] = (images, labels)
   data_dir = str(tmp_path / "tfds")
-  out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "prepare_data.py"), "mnist",
+  out = subprocess.run([sys.executable, "-m", "research.cli.prepare_data", "mnist",
                         "--idx_dir", str(idx), "--data_dir", data_dir], capture_output=True, text=True)
   assert out.returncode == 0, out.stderr[-2000:]
   train = datasets.get_data_source("mnist", "train", data_dir)

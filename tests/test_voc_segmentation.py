@@ -75,11 +75,11 @@ def _fake_devkit(root: str) -> dict:
 
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory):
-  """(data_dir, devkit root, expected examples), prepared with scripts/prepare_data.py."""
+  """(data_dir, devkit root, expected examples), prepared with research-prepare-data."""
   root = str(tmp_path_factory.mktemp("voc"))
   expected = _fake_devkit(root)
   data_dir = str(tmp_path_factory.mktemp("tfds_voc"))
-  out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "prepare_data.py"), NAME,
+  out = subprocess.run([sys.executable, "-m", "research.cli.prepare_data", NAME,
                         "--voc_dir", root, "--data_dir", data_dir], capture_output=True, text=True)
   assert out.returncode == 0, out.stderr[-3000:]
   return data_dir, root, expected
@@ -113,7 +113,7 @@ def test_unprepared_dataset_error_names_the_offline_command(tmp_path):
   with pytest.raises(datasets.DatasetNotPreparedError) as e:
     datasets.get_data_source(NAME, "train", str(tmp_path))
   message = str(e.value)
-  assert f"scripts/prepare_data.py {NAME} --voc_dir" in message and "tfds build" not in message
+  assert f"research-prepare-data {NAME} --voc_dir" in message and "tfds build" not in message
 
 
 def test_task_pads_crops_and_keeps_the_ignore_label(voc):

@@ -217,7 +217,7 @@ _COUNTS = [  # (name, constructor overrides, input shape, parameters): DESIGN.md
     ("resnet34", {}, (1, 64, 64, 3), 21_797_672),
     ("resnet101", {}, (1, 64, 64, 3), 44_549_160),
     ("resnet152", {}, (1, 64, 64, 3), 60_192_808),
-    # He et al. 2016 CIFAR ResNets, option A (scripts/torch_reference.py's CifarResNet gives the same).
+    # He et al. 2016 CIFAR ResNets, option A (research/benchmarks/torch_reference.py's CifarResNet gives the same).
     ("resnet32", {"num_classes": 10}, (1, 32, 32, 3), 464_154),
     ("resnet44", {"num_classes": 10}, (1, 32, 32, 3), 658_586),
     ("resnet56", {"num_classes": 10}, (1, 32, 32, 3), 853_018),

@@ -39,8 +39,8 @@ FILE_DATASETS = {
 
 # Real datasets that can be prepared without network from files the user has.
 OFFLINE_PREPARERS = {
-    "mnist": "python scripts/prepare_data.py mnist --idx_dir DIR_WITH_THE_4_IDX_GZ_FILES --data_dir {data_dir}",
-    "voc2012_segmentation": "python scripts/prepare_data.py voc2012_segmentation "
+    "mnist": "research-prepare-data mnist --idx_dir DIR_WITH_THE_4_IDX_GZ_FILES --data_dir {data_dir}",
+    "voc2012_segmentation": "research-prepare-data voc2012_segmentation "
                             "--voc_dir DIR_WITH_VOCdevkit --data_dir {data_dir}",
 }
 

@@ -16,7 +16,7 @@ Sweep axes, over any dotted config field:
   * `grid(field, values)`: one value per trial; several grid axes form their cartesian product;
   * `zipped({field: values, ...})`: several fields that change together (one row per trial);
   * `random_axis(field, dist)`: drawn `num_samples` times (reproducibly, from `sample_seed`) with
-    `uniform`, `loguniform`, `randint` or `choice`; Optuna (scripts/sweep.py --launcher=optuna)
+    `uniform`, `loguniform`, `randint` or `choice`; Optuna (research-sweep --launcher=optuna)
     searches the same distributions instead.
 `seeds` adds a grid axis over `config.seed` (innermost, so a configuration's seeds are adjacent).
 
@@ -39,9 +39,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ml_collections import ConfigDict
 
-from research.core.config import load_config_file, load_python_file
+from research.core.config import ConfigError, load_config_file, load_python_file
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 Value = Any
 
 
@@ -224,7 +223,8 @@ class Experiment:
   """A base config, overrides, a sweep, and what the runs should reach."""
 
   name: str
-  config: str                                   # Config file, relative to the repository root.
+  config: str                                   # Config: a path (relative to the experiment file, then
+                                                # the current folder) or a shipped config's name.
   overrides: Mapping[str, Value] = dataclasses.field(default_factory=dict)
   sweep: Sequence[Axis] = ()
   seeds: Sequence[int] = ()
@@ -235,10 +235,13 @@ class Experiment:
   baseline: Optional[Baseline] = None
   slurm: SlurmResources = SlurmResources()
   description: str = ""
+  source: str = ""                              # The experiment file (set by load_experiment).
 
   @property
   def config_path(self) -> str:
-    return self.config if os.path.isabs(self.config) else os.path.join(ROOT, self.config)
+    """The config file's absolute path (raises ConfigError naming the config if there is none)."""
+    from research.cli.shipped import resolve
+    return resolve(self.config, "configs", [os.path.dirname(self.source)] if self.source else [])
 
   @property
   def direction(self) -> str:
@@ -321,17 +324,21 @@ def set_field(config: ConfigDict, key: str, value: Value, where: str = "") -> No
 
 
 def load_experiment(path: str) -> Experiment:
-  """Runs an experiment file's get_experiment(); fails clearly if its config file is missing."""
-  if not os.path.exists(path):
-    raise ExperimentError(f"no experiment file {path}")
+  """Runs the get_experiment() of an experiment file (a path, or a shipped experiment's name);
+  fails clearly if it or its config file is missing."""
+  from research.cli.shipped import resolve
+  try:
+    path = resolve(path, "experiments")
+  except ConfigError as e:
+    raise ExperimentError(str(e)) from None
   module = load_python_file(path, "experiment")
   if not hasattr(module, "get_experiment"):
     raise ExperimentError(f"{path} defines no get_experiment()")
-  experiment = module.get_experiment()
-  if not os.path.exists(experiment.config_path):
-    raise ExperimentError(
-        f"experiment {experiment.name} ({path}) uses the config {experiment.config}, which does not "
-        f"exist (looked for {experiment.config_path})")
+  experiment = dataclasses.replace(module.get_experiment(), source=os.path.abspath(path))
+  try:
+    experiment.config_path
+  except ConfigError as e:
+    raise ExperimentError(f"experiment {experiment.name} ({path}): {e}") from None
   return experiment
 
 

@@ -1,4 +1,4 @@
-"""A sweep directory, and running its trials on this machine as scripts/train.py processes.
+"""A sweep directory, and running its trials on this machine as `research-train` processes.
 
 Layout of a sweep directory:
   sweep.json      the experiment and every trial registered so far (id, name, overrides)
@@ -22,9 +22,10 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from research.sweeps.experiment import ROOT, Experiment, Trial, canonical, format_value
+from research.sweeps.experiment import Experiment, Trial, canonical, format_value
 
-TRAIN_SCRIPT = os.path.join(ROOT, "scripts", "train.py")
+# Trials run the installed training module (never a path into a source tree).
+TRAIN_MODULE = "research.cli.train"
 LOG_TAIL_LINES = 40
 
 
@@ -36,9 +37,10 @@ def command_value(value: Any) -> str:
 
 
 def train_command(config_path: str, workdir: str, overrides: Mapping[str, Any],
-                  python: str = sys.executable, script: str = TRAIN_SCRIPT) -> List[str]:
-  """The scripts/train.py command line of one trial."""
-  return [python, script, f"--config={config_path}", f"--workdir={workdir}"] + [
+                  python: str = sys.executable, script: Optional[str] = None) -> List[str]:
+  """The command line of one trial: `python -m research.cli.train ...` (or `python SCRIPT ...`)."""
+  program = [script] if script else ["-m", TRAIN_MODULE]
+  return [python, *program, f"--config={config_path}", f"--workdir={workdir}"] + [
       f"--config.{key}={command_value(value)}" for key, value in overrides.items()]
 
 
@@ -62,7 +64,7 @@ class SweepDir:
 
   def read_manifest(self) -> Dict[str, Any]:
     if not os.path.exists(self.manifest_path):
-      raise FileNotFoundError(f"{self.path} holds no sweep (no sweep.json): run scripts/sweep.py first")
+      raise FileNotFoundError(f"{self.path} holds no sweep (no sweep.json): run research-sweep first")
     with open(self.manifest_path) as f:
       return json.load(f)
 
@@ -125,7 +127,7 @@ class TrialResult:
 
 
 class LocalRunner:
-  """Runs trials as scripts/train.py subprocesses, `parallel` at a time.
+  """Runs trials as `python -m research.cli.train` subprocesses, `parallel` at a time.
 
   Each trial's stdout and stderr go to WORKDIR/train.log. `device_groups` (CUDA_VISIBLE_DEVICES
   values, e.g. ["0,1", "2,3"]) gives each running trial its own GPUs. Trials stay in the sweep's
@@ -135,7 +137,7 @@ class LocalRunner:
 
   def __init__(self, sweep: SweepDir, config_path: str, parallel: int = 1,
                device_groups: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] = None,
-               train_script: str = TRAIN_SCRIPT, log: Callable[[str], None] = print):
+               train_script: Optional[str] = None, log: Callable[[str], None] = print):
     self.sweep = sweep
     self.config_path = config_path
     self.env = dict(os.environ if env is None else env)
@@ -199,7 +201,7 @@ class LocalRunner:
       log_start = log.tell()
       log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} sweep starts: {' '.join(command)}\n".encode())
       log.flush()
-      proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+      proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
       with self._lock:
         self._running[proc.pid] = proc
       self.sweep.log_event("start", trial, pid=proc.pid, devices=group)

@@ -1,12 +1,12 @@
 """SLURM: a sweep as one job array, through a generated sbatch script or through submitit.
 
-Array task i runs trial i of the sweep with `srun scripts/train.py ...` in the trial's workdir
+Array task i runs trial i of the sweep with `srun research-train ...` in the trial's workdir
 (shared filesystem assumed). A trial whose workdir holds results.json exits at once, and an
 interrupted one resumes from its checkpoint, so resubmitting the script is always safe.
 
 Multi-host training of one trial: GPU jobs start one process per GPU
 (--ntasks-per-node = --gpus-per-node), JAX's SLURM convention. With more than one process the
-script exports RESEARCH_DISTRIBUTED=1, so scripts/train.py calls `jax.distributed.initialize()`,
+script exports RESEARCH_DISTRIBUTED=1, so research-train calls `jax.distributed.initialize()`,
 which reads the coordinator (first node of SLURM_STEP_NODELIST), the process count and id and
 the local GPU (SLURM_NTASKS, SLURM_PROCID, SLURM_LOCALID) from the environment srun sets.
 """
@@ -18,10 +18,9 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from research.sweeps.experiment import ROOT, Experiment, SlurmResources, Trial
-from research.sweeps.local import SweepDir, command_value, train_command
+from research.sweeps.experiment import Experiment, SlurmResources, Trial
+from research.sweeps.local import TRAIN_MODULE, SweepDir, command_value, train_command
 
-TRAIN_SCRIPT = "scripts/train.py"
 
 
 def tasks_per_node(resources: SlurmResources) -> int:
@@ -82,9 +81,8 @@ def sbatch_script(experiment: Experiment, sweep: SweepDir, trials: Sequence[Tria
   lines += [
       "#",
       f"# Experiment {experiment.name}: {len(trials)} trials of {experiment.config}, one array task",
-      "# each. Written by scripts/sweep.py --launcher=slurm; submit with: sbatch THIS_FILE",
+      "# each. Written by research-sweep --launcher=slurm; submit with: sbatch THIS_FILE",
       "set -euo pipefail",
-      f"cd {shlex.quote(ROOT)}",
       'case "${SLURM_ARRAY_TASK_ID}" in',
   ]
   for i, trial in enumerate(trials):
@@ -103,7 +101,7 @@ def sbatch_script(experiment: Experiment, sweep: SweepDir, trials: Sequence[Tria
   ]
   if is_distributed(resources):
     lines.append("export RESEARCH_DISTRIBUTED=1  # jax.distributed.initialize() from SLURM_*")
-  lines.append(f"srun --kill-on-bad-exit=1 {shlex.quote(python)} {TRAIN_SCRIPT} "
+  lines.append(f"srun --kill-on-bad-exit=1 {shlex.quote(python)} -m {TRAIN_MODULE} "
                f"--config={shlex.quote(experiment.config_path)} --workdir=\"${{WORKDIR}}\" "
                '"${ARGS[@]}" 2>&1 | tee -a "${WORKDIR}/train.log"')
   return "\n".join(lines) + "\n"
@@ -127,7 +125,7 @@ def run_trial_command(command: Sequence[str], env: Mapping[str, str], log_path: 
   """Runs one trial's train.py command (a submitit job's function), appending to its log."""
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   with open(log_path, "ab") as log:
-    subprocess.run(list(command), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, check=True,
+    subprocess.run(list(command), stdout=log, stderr=subprocess.STDOUT, check=True,
                    env={**os.environ, **env})
   return 0
 
@@ -135,7 +133,7 @@ def run_trial_command(command: Sequence[str], env: Mapping[str, str], log_path: 
 def submit_with_submitit(experiment: Experiment, sweep: SweepDir, trials: Sequence[Trial],
                          resources: SlurmResources, max_parallel: int = 0,
                          cluster: Optional[str] = None,
-                         train_script: str = os.path.join(ROOT, TRAIN_SCRIPT)) -> List[Any]:
+                         train_script: Optional[str] = None) -> List[Any]:
   """Submits the unfinished trials as one submitit job array; returns the submitit jobs.
 
   `cluster` is submitit's: None picks SLURM when available; 'debug' runs the jobs in this process.

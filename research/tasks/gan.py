@@ -181,7 +181,7 @@ class GANTask(Task):
       except FileNotFoundError as e:
         raise FileNotFoundError(
             f"config.task.classifier_workdir: {e}. Train the classifier first, e.g. python "
-            f"scripts/train.py --config configs/lenet5_digits.py --workdir {self.cfg.classifier_workdir}") from None
+            f"research-train --config configs/lenet5_digits.py --workdir {self.cfg.classifier_workdir}") from None
       self._classifier = (task, variables)
     return self._classifier
 

@@ -3,7 +3,7 @@
 TFDS's `voc/2012` has boxes but no segmentation masks, so this builder reads a VOCdevkit the user
 has (never the network):
 
-  python scripts/prepare_data.py voc2012_segmentation --voc_dir DIR --data_dir DATA_DIR
+  research-prepare-data voc2012_segmentation --voc_dir DIR --data_dir DATA_DIR
 
 DIR (the TFDS manual_dir) holds VOCdevkit/VOC2012 (DIR may also be VOCdevkit or VOC2012 itself):
   JPEGImages/<id>.jpg                        the images (VOCtrainval_11-May-2012.tar)
@@ -104,7 +104,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Extract VOCtrainval_11-May-2012.tar (and optionally SegmentationClassAug.zip into
   VOCdevkit/VOC2012/) into a directory DIR, then run:
-    python scripts/prepare_data.py voc2012_segmentation --voc_dir DIR --data_dir DATA_DIR
+    research-prepare-data voc2012_segmentation --voc_dir DIR --data_dir DATA_DIR
   """
 
   def _info(self) -> tfds.core.DatasetInfo:

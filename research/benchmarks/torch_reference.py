@@ -1,4 +1,4 @@
-"""PyTorch eager reference models for scripts/benchmark.py (torch is a test/benchmark extra only).
+"""PyTorch eager reference models for research-benchmark (torch is a test/benchmark extra only).
 
 Each mirrors the project's model of the same registry name: same layers, same parameter count.
 """

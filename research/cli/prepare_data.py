@@ -1,24 +1,21 @@
 """Prepare datasets offline into a TFDS data_dir.
 
-  python scripts/prepare_data.py mnist --idx_dir DIR --data_dir ~/tensorflow_datasets
+  research-prepare-data mnist --idx_dir DIR --data_dir ~/tensorflow_datasets
       MNIST from the four IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz,
       t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz).
-  python scripts/prepare_data.py voc2012_segmentation --voc_dir DIR --data_dir ~/tensorflow_datasets
+  research-prepare-data voc2012_segmentation --voc_dir DIR --data_dir ~/tensorflow_datasets
       PASCAL VOC 2012 segmentation from DIR/VOCdevkit/VOC2012 (VOCtrainval_11-May-2012.tar
       extracted; with SegmentationClassAug/ in it, also the 10,582-image train_aug split).
-  python scripts/prepare_data.py digits|shapes [--data_dir DIR]
+  research-prepare-data digits|shapes [--data_dir DIR]
       Generate a built-in dataset now (it is otherwise generated on first use).
 """
 from __future__ import annotations
 
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
-from research.data import datasets  # noqa: E402
+from research.data import datasets
 
 _IDX_DIR = flags.DEFINE_string("idx_dir", None, "Directory holding MNIST's IDX files.")
 _VOC_DIR = flags.DEFINE_string("voc_dir", None, "Directory holding VOCdevkit/VOC2012.")
@@ -50,5 +47,10 @@ def main(argv):
         + ", ".join(f"{k} {v.num_examples}" for k, v in builder.info.splits.items()))
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Console entry point."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,21 +1,19 @@
 """Draw examples of a dataset with their labels: boxes, masks and captions (a PNG).
 
-  python scripts/show_dataset.py --dataset shapes --split train --num 6 --out docs/shapes_examples.png
+  research-show-dataset --dataset shapes --split train --num 6 --out docs/shapes_examples.png
 """
 from __future__ import annotations
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+import numpy as np
+from absl import app, flags
+from PIL import Image, ImageDraw
 
-from research.data import datasets, preprocess  # noqa: E402
-from research.viz.boxes import draw_boxes  # noqa: E402
-from research.viz.masks import overlay  # noqa: E402
+from research.data import datasets, preprocess
+from research.viz.boxes import draw_boxes
+from research.viz.masks import overlay
 
 _DATASET = flags.DEFINE_string("dataset", "shapes", "A dataset with objects (and masks, captions).")
 _SPLIT = flags.DEFINE_string("split", "train", "Split.")
@@ -63,5 +61,10 @@ def main(argv):
   print("wrote", _OUT.value)
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Console entry point."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,22 +1,21 @@
-"""Train and evaluate one config:  python scripts/train.py --config configs/X.py --workdir DIR
+"""Train and evaluate one config:  research-train --config configs/X.py --workdir DIR
 
 Any config field can be overridden: --config.optimizer.learning_rate=0.05 --config.num_train_steps=100.
 Re-running the same command resumes from the workdir's latest checkpoint.
 """
 from __future__ import annotations
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import app, flags, logging
+from ml_collections import config_flags
 
-import research.models  # noqa: E402,F401  (registers models)
-import research.tasks  # noqa: E402,F401  (registers tasks)
-from research.core import parallel  # noqa: E402
-from research.core.train import train_and_evaluate  # noqa: E402
+import research.models  # noqa: F401  (registers models)
+import research.tasks  # noqa: F401  (registers tasks)
+from research.cli import shipped
+from research.core import parallel
+from research.core.train import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (get_config()).",
                                           lock_config=True)
@@ -42,5 +41,10 @@ def main(argv):
                    if k.count("/") <= 1})
 
 
+def run() -> None:
+  """Console entry point; `--config` takes a path or a shipped config's name."""
+  app.run(main, argv=shipped.resolve_config_flag(sys.argv))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -1,4 +1,4 @@
-"""Evaluate a run's latest checkpoint on a split:  python scripts/evaluate.py --workdir runs/X [--split test]
+"""Evaluate a run's latest checkpoint on a split:  research-evaluate --workdir runs/X [--split test]
 
 Prints the task's metrics (the same as the run logs at eval time) and writes them, with the task's
 artifacts, to WORKDIR/evaluate_<split>_step_<N>.json.
@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
-import research.models  # noqa: E402,F401
-import research.tasks  # noqa: E402,F401
-from research.core import parallel  # noqa: E402
-from research.core.runs import load_config  # noqa: E402
-from research.core.train import Trainer  # noqa: E402
+import research.models  # noqa: F401
+import research.tasks  # noqa: F401
+from research.core import parallel
+from research.core.runs import load_config
+from research.core.train import Trainer
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
 _SPLIT = flags.DEFINE_string("split", "", "Split (default: the run's eval split).")
@@ -46,5 +44,10 @@ def main(argv):
   print("wrote", path)
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Console entry point."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

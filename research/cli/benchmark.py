@@ -1,11 +1,11 @@
 """Training throughput of a config on the current devices.
 
-  python scripts/benchmark.py --config configs/lenet5_digits.py [--steps 100] [--config.batch_size=128]
-  python scripts/benchmark.py --config ... --input_only     # the input pipeline alone
-  python scripts/benchmark.py --config configs/resnet20_shapes.py --model resnet56   # another model, same data
+  research-benchmark --config configs/lenet5_digits.py [--steps 100] [--config.batch_size=128]
+  research-benchmark --config ... --input_only     # the input pipeline alone
+  research-benchmark --config configs/resnet20_shapes.py --model resnet56   # another model, same data
 
 With torch installed (the [dev] extra), the same run times a PyTorch eager reference of the model
-(scripts/torch_reference.py: same layers, same batch, SGD with momentum) and prints the ratio
+(research/benchmarks/torch_reference.py: same layers, same batch, SGD with momentum) and prints the ratio
 torch time / our time (>= 1 means we are faster).
 
 Prints the compile time of the train step, then steps/s and examples/s measured after compilation
@@ -21,20 +21,18 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-import research.models  # noqa: E402,F401
-import research.tasks  # noqa: E402,F401
-from research.core import parallel  # noqa: E402
-from research.core.config import model_config  # noqa: E402
-from research.core.train import Trainer  # noqa: E402
-from research.data import pipeline  # noqa: E402
+import research.models  # noqa: F401
+import research.tasks  # noqa: F401
+from research.cli import shipped
+from research.core import parallel
+from research.core.config import model_config
+from research.core.train import Trainer
+from research.data import pipeline
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 100, "Timed steps.")
@@ -92,7 +90,7 @@ def _torch_step_seconds(model_name: str, task, batch) -> float | None:
   """Seconds per training step of the PyTorch eager reference, or None if unavailable."""
   try:
     import torch
-    import torch_reference
+    from research.benchmarks import torch_reference
   except ImportError:
     print("pytorch reference: torch not installed")
     return None
@@ -186,5 +184,10 @@ def main(argv):
     trainer.checkpointer.close()
 
 
+def run() -> None:
+  """Console entry point; `--config` takes a path or a shipped config's name."""
+  app.run(main, argv=shipped.resolve_config_flag(sys.argv))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

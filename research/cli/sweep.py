@@ -1,7 +1,7 @@
-"""Run an experiment's sweep:  python scripts/sweep.py experiments/X.py [--parallel=2]
+"""Run an experiment's sweep:  research-sweep experiments/X.py [--parallel=2]
 
 Launchers (--launcher):
-  local   (default) every trial is its own scripts/train.py process with its own workdir under
+  local   (default) every trial is its own research-train process with its own workdir under
           --sweep_dir (default runs/sweeps/<experiment name>), --parallel at a time
           (--gpus_per_trial=K gives each running trial K GPUs of its own). Finished trials are
           skipped, so running the command again resumes a killed sweep; a failed trial is reported
@@ -14,7 +14,7 @@ Launchers (--launcher):
           SQLite in the sweep directory; a database URL lets several machines share it).
 
 --set=KEY=VALUE adds an override to every trial (e.g. --set=num_train_steps=100); --dry_run lists
-the trials, their status and their commands. Then: python scripts/report.py experiments/X.py
+the trials, their status and their commands. Then: research-report experiments/X.py
 """
 from __future__ import annotations
 
@@ -25,12 +25,11 @@ import sys
 import time
 from typing import Any, Dict, List
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
-from research.sweeps import experiment as experiment_lib  # noqa: E402
-from research.sweeps import local, slurm  # noqa: E402
+from research.sweeps import experiment as experiment_lib
+from research.sweeps import local, slurm
 
 _LAUNCHER = flags.DEFINE_enum("launcher", "local", ["local", "slurm", "optuna"], "Where trials run.")
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Sweep directory (default runs/sweeps/<name>).")
@@ -118,9 +117,14 @@ def main(argv: List[str]) -> int:
     print(local.summarize(results, time.perf_counter() - start))
     if any(r.status == "failed" for r in results):
       return 1
-  print(f"report: {sys.executable} scripts/report.py {argv[1]} --sweep_dir={sweep.path}")
+  print(f"report: {sys.executable} research-report {argv[1]} --sweep_dir={sweep.path}")
   return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Console entry point."""
   app.run(lambda argv: sys.exit(main(argv)))
+
+
+if __name__ == "__main__":
+  run()

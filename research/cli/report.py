@@ -1,4 +1,4 @@
-"""Report of a sweep:  python scripts/report.py experiments/X.py [--sweep_dir=DIR] [--out_dir=DIR]
+"""Report of a sweep:  research-report experiments/X.py [--sweep_dir=DIR] [--out_dir=DIR]
 
 Writes report.md and report.csv (every trial's config differences and final metrics, the best
 trial per metric, the mean over seeds, the baseline expected vs reached) and PNG plots
@@ -8,16 +8,14 @@ trial per metric, the mean over seeds, the baseline expected vs reached) and PNG
 from __future__ import annotations
 
 import os
-import sys
 from typing import List
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
-from research.sweeps import load_experiment  # noqa: E402
-from research.sweeps.local import SweepDir  # noqa: E402
-from research.sweeps.report import write_report  # noqa: E402
+from research.sweeps import load_experiment
+from research.sweeps.local import SweepDir
+from research.sweeps.report import write_report
 
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Sweep directory (default runs/sweeps/<name>).")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the report goes (default: the sweep dir).")
@@ -34,5 +32,10 @@ def main(argv: List[str]) -> None:
   print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Console entry point."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

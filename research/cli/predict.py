@@ -1,6 +1,6 @@
 """Inference pictures from a trained run, DIGITS-style: predictions drawn on images, as PNG.
 
-  python scripts/predict.py --workdir runs/lenet5_digits [--split test] [--num 32] [--out preds.png]
+  research-predict --workdir runs/lenet5_digits [--split test] [--num 32] [--out preds.png]
 
 Uses the run's config.json and latest checkpoint; what is drawn is the task's choice
 (classification: predicted/true labels; detection: boxes with labels and scores; segmentation:
@@ -9,20 +9,18 @@ mask overlays; captioning: generated captions; GAN: samples).
 from __future__ import annotations
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-from PIL import Image  # noqa: E402
+import jax
+import numpy as np
+from absl import app, flags
+from PIL import Image
 
-import research.models  # noqa: E402,F401
-import research.tasks  # noqa: E402,F401
-from research.core.runs import load_run  # noqa: E402
-from research.core.state import TrainState  # noqa: E402
-from research.data import datasets, pipeline  # noqa: E402
+import research.models  # noqa: F401
+import research.tasks  # noqa: F401
+from research.core.runs import load_run
+from research.core.state import TrainState
+from research.data import datasets, pipeline
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
 _SPLIT = flags.DEFINE_string("split", "", "Split to draw from (default: the run's eval split).")
@@ -50,5 +48,10 @@ def main(argv):
     print("wrote", path)
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Console entry point."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,1 @@
+"""Reference implementations used by the benchmark command (PyTorch is imported only inside)."""

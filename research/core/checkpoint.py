@@ -5,17 +5,25 @@ accumulators (so the first log after a resume averages over the same steps as an
 run); `meta` is JSON: the step and the data position (index of the next training batch). orbax
 writes each checkpoint to a temporary directory and renames it when complete, so a run killed at
 any moment leaves only whole checkpoints behind.
+
+`restore_latest` falls back over unreadable checkpoints (a disk that lost files, a copy cut
+short): each is reported with its path and the reason, moved aside to `checkpoints_unreadable/`
+(renamed, never deleted), and the next older one is tried. A checkpoint that is readable but does
+not fit the model (another architecture or shape) is not moved: that is a CheckpointError.
 """
 from __future__ import annotations
 
 import os
 import re
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
+
+from research.core.errors import CheckpointError
 
 PyTree = Any
 
@@ -42,6 +50,72 @@ class Checkpointer:
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return restored.state, dict(restored.meta)
+
+  def restore_latest(self, target: PyTree) -> Optional[Tuple[int, PyTree, Dict[str, Any]]]:
+    """(step, tree, meta) of the newest readable checkpoint, or None if there is none at all.
+
+    Unreadable checkpoints are logged, moved aside and skipped; if every checkpoint is unreadable,
+    or one does not fit `target`'s structure and shapes, raises CheckpointError.
+    """
+    moved: List[str] = []
+    while True:
+      step = self.manager.latest_step()
+      if step is None:
+        if moved:
+          raise CheckpointError(
+              f"no readable checkpoint in {self.directory}: every one was unreadable and was moved "
+              f"aside ({', '.join(moved)}); to start over, use another --workdir")
+        return None
+      try:
+        tree, meta = self.restore(step, target)
+        return step, tree, meta
+      except Exception as e:  # noqa: BLE001  (classified below; a mismatch is re-raised)
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        mismatch = self._mismatch(step, target)
+        if mismatch:
+          raise CheckpointError(
+              f"checkpoint {os.path.join(self.directory, str(step))} does not fit this model: "
+              f"{mismatch}. The config changed the model; resume with the config the run was "
+              f"trained with, or use another --workdir") from None
+        moved.append(self._move_aside(step, reason))
+
+  def _mismatch(self, step: int, target: PyTree) -> Optional[str]:
+    """A description of how the (readable) metadata of `step` differs from `target`, else None."""
+    try:
+      tree = self.manager.item_metadata(step)["state"].tree
+    except Exception:  # noqa: BLE001  (unreadable metadata: the checkpoint is corrupt, not mismatched)
+      return None
+    stored = {k: tuple(v.shape) for k, v in _flatten(tree).items() if hasattr(v, "shape")}
+    wanted = {k: tuple(v.shape) for k, v in _flatten(target).items() if hasattr(v, "shape")}
+    if not stored:
+      return None
+    for key in sorted(set(stored) | set(wanted)):
+      if key not in stored:
+        return f"{key} (shape {wanted[key]}) is not in the checkpoint"
+      if key not in wanted:
+        return f"the checkpoint's {key} (shape {stored[key]}) is not in this model"
+      if stored[key] != wanted[key]:
+        return f"{key} has shape {stored[key]} in the checkpoint, {wanted[key]} in this model"
+    return None
+
+  def _move_aside(self, step: int, reason: str) -> str:
+    """Renames checkpoint `step` into checkpoints_unreadable/ (process 0); returns the new path."""
+    source = os.path.join(self.directory, str(step))
+    aside_dir = self.directory.rstrip(os.sep) + "_unreadable"
+    target = os.path.join(aside_dir, str(step))
+    suffix = 1
+    while os.path.exists(target):
+      target = os.path.join(aside_dir, f"{step}.{suffix}")
+      suffix += 1
+    if jax.process_index() == 0:
+      os.makedirs(aside_dir, exist_ok=True)
+      os.rename(source, target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"checkpoint_moved_aside_{step}")
+    logging.warning("checkpoint %s is unreadable (%s); moved it to %s and trying the previous one",
+                    source, reason, target)
+    self.manager.reload()
+    return target
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

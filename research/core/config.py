@@ -17,11 +17,10 @@ from typing import Any, Iterable
 
 from ml_collections import ConfigDict
 
+from research.core.errors import ConfigError
+
 OPEN_SECTIONS = ("model", "task")
-
-
-class ConfigError(ValueError):
-  """A configuration problem; the message names the offending key."""
+RESUME_CONFIG_CHANGE = ("error", "allow")
 
 
 def default_config() -> ConfigDict:
@@ -42,6 +41,9 @@ def default_config() -> ConfigDict:
   c.dtype = "float32"  # Compute dtype of the model (params stay float32): float32, bfloat16.
   # Persistent XLA compilation cache: 'auto' is WORKDIR/../.jax_cache; '' disables it.
   c.compilation_cache_dir = "auto"
+  # On resume, a config that changes what is computed (model, data, optimizer, ...) is an error;
+  # 'allow' accepts it (the earlier config.json is kept in WORKDIR/config_history/).
+  c.resume_config_change = "error"
 
   c.model = ConfigDict({"name": ""})
   c.task = ConfigDict({"name": "classification"})
@@ -147,7 +149,9 @@ def _check(cfg: ConfigDict, reference: ConfigDict, prefix: str) -> None:
 
 
 def validate(config: ConfigDict, extra_defaults: ConfigDict | None = None) -> None:
-  """Raises ConfigError naming the first key of `config` the core does not know.
+  """Raises ConfigError naming the first key of `config` the core does not know (the `model` and
+  `task` sections included: their keys are checked against the registered model's fields and the
+  task's `config_defaults()`), or the first numeric field out of its range.
 
   `extra_defaults` adds keys a task or script defines beyond the core's (merged into the
   reference schema).
@@ -158,6 +162,98 @@ def validate(config: ConfigDict, extra_defaults: ConfigDict | None = None) -> No
   if not config.model.get("name"):
     raise ConfigError("config.model.name is empty: name a registered model")
   _check(config, reference, "")
+  _check_open_sections(config)
+  _check_values(config)
+
+
+def _model_keys(name: str) -> Iterable[str] | None:
+  """The keyword arguments the registered model `name` accepts, or None if unknown/not a dataclass."""
+  import dataclasses
+  from research.core.registry import MODELS
+  import research.models  # noqa: F401  (registers the models)
+  if name not in MODELS:
+    return None
+  entry = MODELS.get(name)
+  cls = getattr(entry, "fn", entry)
+  if not dataclasses.is_dataclass(cls):
+    return None
+  return {f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name")}
+
+
+def _check_open_sections(config: ConfigDict) -> None:
+  """Keys of `model` (when its name is a registered model; a task that builds its own models, as
+  the GAN's, checks them itself) and of `task`."""
+  from research.core.registry import TASKS
+  import research.tasks  # noqa: F401  (registers the tasks)
+  if config.task.name not in TASKS:
+    raise ConfigError(f"config.task.name: unknown task {config.task.name!r}; known: "
+                      f"{', '.join(TASKS.names())}{_suggest(config.task.name, TASKS.names())}")
+  sections = (("model", config.model, _model_keys(config.model.name)),
+              ("task", config.task, set(TASKS.get(config.task.name).config_defaults().keys())))
+  for where, section, known in sections:
+    if known is None:
+      continue
+    for key in section.keys():
+      if key != "name" and key not in known:
+        raise ConfigError(f"unknown config key '{where}.{key}'{_suggest(key, known)} for {where} "
+                          f"{section.name!r}; known: {', '.join(sorted(known))}")
+
+
+def _number(kind: type):
+  def ok(value: Any) -> bool:
+    if isinstance(value, bool):
+      return False
+    return isinstance(value, int) if kind is int else isinstance(value, (int, float))
+  return ok
+
+
+# (dotted field, type, predicate, what the predicate requires) for every number the core reads.
+_VALUE_RULES = (
+    ("seed", int, lambda v: True, "an integer"),
+    ("batch_size", int, lambda v: v > 0, "> 0"),
+    ("eval_batch_size", int, lambda v: v >= 0, ">= 0 (0: same as batch_size)"),
+    ("num_train_steps", int, lambda v: v >= 0, ">= 0"),
+    ("num_epochs", float, lambda v: v >= 0, ">= 0"),
+    ("log_every_steps", int, lambda v: v >= 1, ">= 1"),
+    ("eval_every_steps", int, lambda v: v >= 0, ">= 1, or 0 for only at the end"),
+    ("checkpoint_every_steps", int, lambda v: v >= 0, ">= 1, or 0 for only at the end and on preemption"),
+    ("keep_checkpoints", int, lambda v: v >= 1, ">= 1 (a run needs a checkpoint to resume from)"),
+    ("dataset.cache_mb", int, lambda v: v >= 0, ">= 0 (0: never cache)"),
+    ("dataset.num_workers", int, lambda v: v >= 0, ">= 0 (0: in-process)"),
+    ("dataset.prefetch_batches", int, lambda v: v >= 1, ">= 1"),
+    ("optimizer.learning_rate", float, lambda v: v >= 0, ">= 0"),
+    ("optimizer.momentum", float, lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("optimizer.b1", float, lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("optimizer.b2", float, lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("optimizer.eps", float, lambda v: v > 0, "> 0"),
+    ("optimizer.decay", float, lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("optimizer.warmup_steps", int, lambda v: v >= 0, ">= 0"),
+    ("optimizer.decay_factor", float, lambda v: v > 0, "> 0"),
+    ("optimizer.power", float, lambda v: v >= 0, ">= 0"),
+    ("optimizer.weight_decay", float, lambda v: v >= 0, ">= 0"),
+    ("optimizer.grad_clip_norm", float, lambda v: v >= 0, ">= 0 (0: no clipping)"),
+)
+
+
+def _check_values(config: ConfigDict) -> None:
+  for path, kind, predicate, requirement in _VALUE_RULES:
+    value = config
+    for part in path.split("."):
+      value = value[part]
+    if not _number(kind)(value):
+      raise ConfigError(f"config.{path} must be {'an integer' if kind is int else 'a number'}, "
+                        f"got {value!r}")
+    if not predicate(value):
+      raise ConfigError(f"config.{path} must be {requirement}, got {value!r}")
+  boundaries = tuple(config.optimizer.boundaries)
+  if any(not _number(float)(b) or not 0 < b <= 1 for b in boundaries) or list(boundaries) != sorted(boundaries):
+    raise ConfigError(f"config.optimizer.boundaries must be increasing fractions of the run in (0, 1], "
+                      f"got {boundaries!r}")
+  if config.num_train_steps == 0 and config.num_epochs == 0:
+    raise ConfigError("set config.num_train_steps or config.num_epochs to a positive value")
+  if config.resume_config_change not in RESUME_CONFIG_CHANGE:
+    raise ConfigError(f"config.resume_config_change must be one of {RESUME_CONFIG_CHANGE}, "
+                      f"got {config.resume_config_change!r}")
 
 
 def duration_steps(config: ConfigDict, train_size: int) -> int:

@@ -2,11 +2,16 @@
 
 Order of work at step s (after the update that makes the state's step s):
   1. log step: fetch the train-metric accumulators, stop on NaN/Inf, write train/* metrics;
-  2. eval step: evaluate over the whole eval split, write eval/* metrics;
-  3. checkpoint step: save (never a state whose loss was NaN/Inf: the check runs first).
+  2. checkpoint step: save (never a state whose loss was NaN/Inf: the check runs first);
+  3. eval step: evaluate over the whole eval split, write eval/* metrics (after the save, so a
+     failure at evaluation loses no training: the rerun resumes at s and runs that evaluation).
 The data position, the RNG stream and the metric accumulators all derive from the step and are
 checkpointed, so a run killed at any point and restarted with the same command ends with exactly
-the parameters and metrics of an uninterrupted run. SIGTERM saves a checkpoint, then returns.
+the parameters and metrics of an uninterrupted run. SIGTERM and a first Ctrl-C save a checkpoint,
+then return (all processes of a multi-host run agree on the step); results.json is written only
+with the final evaluation, and a rerun of a finished run whose results are missing re-evaluates
+its last checkpoint. The workdir is locked for the run's life and its state recorded
+(research.core.workdir).
 """
 from __future__ import annotations
 
@@ -26,9 +31,11 @@ from PIL import Image
 from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 
-from research.core import parallel
+from research.core import parallel, preflight, workdir as workdir_lib
 from research.core.checkpoint import Checkpointer, load_variables, merge_pretrained
-from research.core.config import ConfigError, duration_steps, validate
+from research.core.config import duration_steps, validate
+from research.core.errors import ConfigError, NonFiniteLossError
+from research.core.records import NamedRecords
 from research.core.metrics import MetricWriter
 from research.core.optim import build_optimizer, build_schedule
 from research.core.registry import TASKS
@@ -62,25 +69,48 @@ def _zeros_like_host(tree: PyTree) -> PyTree:
   return jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), tree)
 
 
-class _Preemption:
-  """Turns SIGTERM into a flag the loop checks after each step (main thread only)."""
+class _StopRequest:
+  """Turns SIGTERM and a first Ctrl-C (SIGINT) into a flag the loop checks after each step; a
+  second Ctrl-C stops at once (KeyboardInterrupt). Handlers are installed from the main thread only."""
 
   def __init__(self):
-    self.requested = False
-    self._previous = None
+    self.signal_name: Optional[str] = None
+    self._previous: Dict[int, Any] = {}
 
-  def __enter__(self) -> "_Preemption":
+  @property
+  def requested(self) -> bool:
+    return self.signal_name is not None
+
+  def __enter__(self) -> "_StopRequest":
     if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
     return self
 
   def _handle(self, signum, frame) -> None:
-    logging.warning("SIGTERM received: saving a checkpoint, then stopping")
-    self.requested = True
+    if signum == signal.SIGINT and self.signal_name == "SIGINT":
+      signal.signal(signal.SIGINT, signal.default_int_handler)
+      raise KeyboardInterrupt("second Ctrl-C: stopped at once, without saving")
+    if self.signal_name is None:
+      self.signal_name = signal.Signals(signum).name
+      logging.warning("%s received: saving a checkpoint at the end of this step, then stopping%s",
+                      self.signal_name,
+                      " (Ctrl-C again stops at once, without saving)" if signum == signal.SIGINT else "")
 
   def __exit__(self, *exc) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for sig, previous in self._previous.items():
+      signal.signal(sig, previous)
+
+
+def _agreed(local: bool, sync: bool) -> bool:
+  """The stop decision all processes share: one process alone decides at every step; several
+  all-gather their flags at the `sync` steps (the same steps on every process) and stop if any
+  was asked to, so every host saves the same step."""
+  if jax.process_count() == 1:
+    return local
+  if not sync:
+    return False
+  return bool(np.any(multihost_utils.process_allgather(np.asarray(local, np.int32))))
 
 
 class Trainer:
@@ -91,14 +121,25 @@ class Trainer:
     if task_cls is None:
       raise ConfigError(f"config.task.name: unknown task {config.task.name!r}; known: {', '.join(TASKS.names())}")
     validate(config)
+    preflight.check_packages(task_cls, config)
+    preflight.check_runs(task_cls, config)
     self.config = config
     self.workdir = os.path.abspath(workdir)
     os.makedirs(self.workdir, exist_ok=True)
     self.mesh = parallel.make_mesh()
+    n = self.mesh.devices.size
+    for field in ("batch_size", "eval_batch_size"):
+      if config[field] % n:
+        raise ConfigError(f"config.{field} {config[field]} does not divide over {n} devices; "
+                          f"use a multiple of {n}")
     ds = config.dataset
-    self.train_source = datasets.get_data_source(ds.name, ds.train_split, ds.data_dir)
-    self.eval_source = datasets.get_data_source(ds.name, ds.eval_split, ds.data_dir)
-    self.task = task_cls(config, datasets.get_builder(ds.name, ds.data_dir).info)
+    info = datasets.get_builder(ds.name, ds.data_dir).info
+    preflight.check_splits(info, config)
+    self.train_source = NamedRecords(datasets.get_data_source(ds.name, ds.train_split, ds.data_dir),
+                                     ds.name, ds.train_split)
+    self.eval_source = NamedRecords(datasets.get_data_source(ds.name, ds.eval_split, ds.data_dir),
+                                    ds.name, ds.eval_split)
+    self.task = task_cls(config, info)
     # Decoded (and validated) once and held in memory when small enough: config.dataset.cache_mb.
     cache = int(ds.cache_mb) << 20
     self.train_source = datasets.maybe_cache(self.task.wrap_source(self.train_source, ds.train_split), cache)
@@ -189,7 +230,7 @@ class Trainer:
       latest = self.checkpointer.latest_step()
       kept = (f"the last good checkpoint (step {latest}) is kept in {self.checkpointer.directory}"
               if latest is not None else "no checkpoint had been written yet")
-      raise FloatingPointError(
+      raise NonFiniteLossError(
           f"training loss is {loss} (NaN/Inf) in steps {since + 1}..{step}; training stopped; {kept}. "
           "Lower the learning rate, clip gradients (config.optimizer.grad_clip_norm) or check the data.")
 
@@ -215,25 +256,82 @@ class Trainer:
       for name, image in images.items():
         Image.fromarray(np.asarray(image).squeeze()).save(os.path.join(folder, f"{name.replace('/', '_')}.png"))
 
-  def run(self) -> Dict[str, Any]:
+  def _evaluate_and_write(self, step: int, writer: MetricWriter) -> Dict[str, Any]:
+    """Evaluates the current state at `step`, writes eval/* metrics and artifacts; returns
+    {'step': step, 'eval/<metric>': value}."""
+    scalars, artifacts = self.evaluate(self.state)
+    writer.write_scalars(step, {f"eval/{k}": v for k, v in scalars.items()})
+    self._write_artifacts(step, artifacts, writer)
+    logging.info("eval at step %d: %s", step, _summary_line(scalars))
+    return {"step": step, **{f"eval/{k}": v for k, v in scalars.items()}}
+
+  def _logged_eval(self, step: int) -> Optional[Dict[str, Any]]:
+    """The eval/* metrics metrics.jsonl holds for `step` ({'step', 'eval/...'}), or None."""
+    path = os.path.join(self.workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+      return None
+    with open(path) as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+        except ValueError:
+          continue
+        if record.get("step") == step and any(k.startswith("eval/") for k in record):
+          return {"step": step, **{k: v for k, v in record.items() if k.startswith("eval/")}}
+    return None
+
+  def run(self, recorder: Optional[workdir_lib.RunRecorder] = None) -> Dict[str, Any]:
+    """Trains from the latest readable checkpoint to num_steps, evaluates, writes results.json.
+
+    Returns the final {'step', 'eval/<metric>': value}, or {'step', 'preempted': True} when a
+    SIGTERM / Ctrl-C stopped the run (a checkpoint at that step is saved). `recorder` (process 0
+    of train_and_evaluate) records the run's state in WORKDIR/run_state.json.
+    """
     config = self.config
+    recorder = recorder or workdir_lib.RunRecorder(self.workdir, enabled=False)
     accum = parallel.replicate(self.zero_accum, self.mesh)
-    start_step = 0
-    latest = self.checkpointer.latest_step()
-    if latest is not None:
-      restored, meta = self.checkpointer.restore(latest, {"state": self.state, "accum": accum})
-      self.state, accum = restored["state"], restored["accum"]
+    start_step, last_checkpoint = 0, None
+    restored = self.checkpointer.restore_latest({"state": self.state, "accum": accum})
+    if restored is not None:
+      last_checkpoint, tree, meta = restored
+      self.state, accum = tree["state"], tree["accum"]
       start_step = int(meta["next_batch_index"])
-      logging.info("resumed from %s/%d", self.checkpointer.directory, latest)
+      logging.info("resumed from %s/%d", self.checkpointer.directory, last_checkpoint)
     elif config.init_from.workdir:
       self.state = self._apply_init_from(self.state)
+    if jax.process_index() == 0:
+      workdir_lib.record_config(self.workdir, config, start_step)
+    recorder.update("running", step=start_step, num_steps=self.num_steps, last_checkpoint=last_checkpoint)
     results_path = os.path.join(self.workdir, "results.json")
     if start_step >= self.num_steps and os.path.exists(results_path):
       logging.info("run already finished at step %d; results in %s", start_step, results_path)
+      self.checkpointer.close()
+      recorder.update("finished")
       with open(results_path) as f:
         return json.load(f)
-    self._write_json("config.json", json.loads(config.to_json_best_effort()))
     writer = MetricWriter(self.workdir, start_step)
+    try:
+      if start_step >= self.num_steps:
+        result = self._logged_eval(start_step)
+        if result is None:
+          logging.info("run finished training at step %d but has no results: evaluating its last "
+                       "checkpoint", start_step)
+          result = self._evaluate_and_write(start_step, writer)
+        self._write_json("results.json", result)
+        recorder.update("finished")
+        return result
+      if (start_step and config.eval_every_steps and start_step % config.eval_every_steps == 0
+          and self._logged_eval(start_step) is None):
+        logging.info("running the evaluation at step %d that the interrupted run did not finish", start_step)
+        self._evaluate_and_write(start_step, writer)
+      return self._train(start_step, last_checkpoint, accum, writer, recorder)
+    finally:
+      self.checkpointer.close()
+      writer.close()
+
+  def _train(self, start_step: int, last_checkpoint: Optional[int], accum: PyTree,
+             writer: MetricWriter, recorder: workdir_lib.RunRecorder) -> Dict[str, Any]:
+    config = self.config
     logging.info("model %s: %s parameters; %d steps, global batch %d on %d devices",
                  config.model.name, f"{count_params(self.state.params):,}", self.num_steps,
                  config.batch_size, self.mesh.devices.size)
@@ -245,54 +343,88 @@ class Trainer:
         self.mesh, config.dataset.prefetch_batches)
     result: Dict[str, Any] = {"step": start_step}
     last_log, last_time = start_step, time.perf_counter()
-    try:
-      with _Preemption() as preemption:
-        for step in range(start_step + 1, self.num_steps + 1):
-          self.state, accum = train_step(self.state, accum, next(batches))
-          last = step == self.num_steps
-          stop = preemption.requested
-          if step % config.log_every_steps == 0 or last:
-            sums = _fetch(accum)
-            self._check_finite(float(sums["loss"][0]), step, last_log)
-            now = time.perf_counter()
-            rate = (step - last_log) / max(now - last_time, 1e-9)
-            scalars = {f"train/{k}": float(s) / max(float(c), 1.0) for k, (s, c) in sums.items()}
-            scalars["train/learning_rate"] = float(self.schedule(step - 1))
-            scalars["perf/steps_per_sec"] = rate
-            scalars["perf/examples_per_sec"] = rate * config.batch_size
-            writer.write_scalars(step, scalars)
-            logging.info("step %d/%d  loss %.4f  %.1f steps/s", step, self.num_steps,
-                         scalars["train/loss"], rate)
-            accum = parallel.replicate(self.zero_accum, self.mesh)
-            last_log, last_time = step, time.perf_counter()
-          elif step % config.checkpoint_every_steps == 0 or stop:
-            self._check_finite(float(_fetch(accum["loss"][0])), step, last_log)
-          if (config.eval_every_steps and step % config.eval_every_steps == 0) or last:
-            scalars, artifacts = self.evaluate(self.state)
-            writer.write_scalars(step, {f"eval/{k}": v for k, v in scalars.items()})
-            self._write_artifacts(step, artifacts, writer)
-            logging.info("eval at step %d: %s", step, _summary_line(scalars))
-            result = {"step": step, **{f"eval/{k}": v for k, v in scalars.items()}}
-            last_time = time.perf_counter()
-          if step % config.checkpoint_every_steps == 0 or last or stop:
-            self.checkpointer.save(step, {"state": self.state, "accum": accum},
-                                   {"step": step, "next_batch_index": step})
-          if stop:
-            self.checkpointer.wait()
-            logging.warning("stopped by SIGTERM at step %d; checkpoint saved", step)
-            return {"step": step, "preempted": True}
-        self._write_json("results.json", result)
-    finally:
-      self.checkpointer.close()
-      writer.close()
+    every = lambda n, step: bool(n) and step % n == 0  # noqa: E731  (0: never)
+    with _StopRequest() as stop_request:
+      for step in range(start_step + 1, self.num_steps + 1):
+        self.state, accum = train_step(self.state, accum, next(batches))
+        last = step == self.num_steps
+        log_step = every(config.log_every_steps, step) or last
+        checkpoint_step = every(config.checkpoint_every_steps, step) or last
+        # A signal during the last step changes nothing: the run saves, evaluates and finishes.
+        stop = not last and _agreed(stop_request.requested, log_step or checkpoint_step)
+        if log_step:
+          sums = _fetch(accum)
+          self._check_finite(float(sums["loss"][0]), step, last_log)
+          now = time.perf_counter()
+          rate = (step - last_log) / max(now - last_time, 1e-9)
+          scalars = {f"train/{k}": float(s) / max(float(c), 1.0) for k, (s, c) in sums.items()}
+          scalars["train/learning_rate"] = float(self.schedule(step - 1))
+          scalars["perf/steps_per_sec"] = rate
+          scalars["perf/examples_per_sec"] = rate * config.batch_size
+          writer.write_scalars(step, scalars)
+          logging.info("step %d/%d  loss %.4f  %.1f steps/s", step, self.num_steps,
+                       scalars["train/loss"], rate)
+          accum = parallel.replicate(self.zero_accum, self.mesh)
+          last_log, last_time = step, time.perf_counter()
+        elif checkpoint_step or stop:
+          self._check_finite(float(_fetch(accum["loss"][0])), step, last_log)
+        if checkpoint_step or stop:
+          self.checkpointer.save(step, {"state": self.state, "accum": accum},
+                                 {"step": step, "next_batch_index": step})
+          last_checkpoint = step
+        if log_step or checkpoint_step or stop:
+          recorder.update("running", step=step, last_checkpoint=last_checkpoint)
+        if stop:
+          self.checkpointer.wait()
+          logging.warning("stopped by %s at step %d; checkpoint saved; run the same command to resume",
+                          stop_request.signal_name or "another process's signal", step)
+          recorder.update("preempted", step=step)
+          return {"step": step, "preempted": True}
+        if every(config.eval_every_steps, step) or last:
+          if last:
+            self.checkpointer.wait()  # The final checkpoint is whole before the final evaluation.
+          result = self._evaluate_and_write(step, writer)
+          last_time = time.perf_counter()
+    self._write_json("results.json", result)
+    recorder.update("finished", step=self.num_steps)
     return result
 
 
 def train_and_evaluate(config: ConfigDict, workdir: str) -> Dict[str, Any]:
   """Trains `config` in `workdir` (resuming if it holds a checkpoint), evaluates, returns the final
-  eval metrics {'step': N, 'eval/<metric>': value}."""
-  setup_compilation_cache(config, workdir)
-  return Trainer(config, workdir).run()
+  eval metrics {'step': N, 'eval/<metric>': value} ({'step', 'preempted': True} when stopped by a
+  signal).
+
+  Process 0 holds the workdir's lock for the whole run (WorkdirBusyError if another live run
+  holds it) and records the run's state (research.core.workdir.run_status reads it). A resumed
+  run's config is compared with the stored one first (ConfigError with the diff).
+  """
+  validate(config)
+  workdir = os.path.abspath(workdir)
+  primary = jax.process_index() == 0
+  with workdir_lib.WorkdirLock(workdir, enabled=primary):
+    if preflight.has_checkpoint(workdir):
+      workdir_lib.check_resume_config(config, workdir)
+    recorder = workdir_lib.RunRecorder(workdir, enabled=primary)
+    try:
+      setup_compilation_cache(config, workdir)
+      return Trainer(config, workdir).run(recorder)
+    except NonFiniteLossError as e:
+      _record_end(recorder, "nan", str(e))
+      raise
+    except KeyboardInterrupt:
+      _record_end(recorder, "failed", "interrupted: second Ctrl-C, stopped without saving")
+      raise
+    except Exception as e:
+      _record_end(recorder, "failed", f"{type(e).__name__}: {e}")
+      raise
+
+
+def _record_end(recorder: workdir_lib.RunRecorder, state: str, error: str) -> None:
+  try:
+    recorder.update(state, error=error)
+  except OSError as e:  # A full disk: the original error is the one to report.
+    logging.warning("run state not recorded: %s", e)
 
 
 def _summary_line(scalars: Dict[str, float]) -> str:

@@ -82,6 +82,17 @@ class Task(abc.ABC):
     """The task's own config keys (config.task.<key>) and their defaults."""
     return ConfigDict()
 
+  @classmethod
+  def required_packages(cls, task_config: ConfigDict) -> Dict[str, str]:
+    """Modules the run imports later (at evaluation), {module: pip requirement}, for the task
+    section `task_config`; checked at start-up, so a missing one fails before any training."""
+    return {}
+
+  @classmethod
+  def required_runs(cls, task_config: ConfigDict) -> Dict[str, str]:
+    """Other runs this run reads, {config field: workdir}; checked at start-up."""
+    return {}
+
   @property
   def compute_dtype(self) -> Any:
     try:

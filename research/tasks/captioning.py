@@ -61,6 +61,10 @@ class CaptioningTask(Task):
   """Describe an image in a sentence."""
 
   @classmethod
+  def required_packages(cls, task_config: ConfigDict) -> Dict[str, str]:
+    return {"pycocoevalcap": "pycocoevalcap>=1.2"}
+
+  @classmethod
   def config_defaults(cls) -> ConfigDict:
     c = ConfigDict()
     c.image_size = 0           # 0: native size; else resize (bilinear) to image_size x image_size.

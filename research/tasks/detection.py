@@ -35,6 +35,10 @@ class DetectionTask(Task):
   """Two-stage detection with a model that follows research.models.detection's interface."""
 
   @classmethod
+  def required_packages(cls, task_config: ConfigDict) -> Dict[str, str]:
+    return {"pycocotools": "pycocotools>=2.0.8"} if task_config.get("evaluation", "coco") == "coco" else {}
+
+  @classmethod
   def config_defaults(cls) -> ConfigDict:
     c = ConfigDict()
     c.num_classes = 0          # Object classes (background excluded); 0: from the dataset.

@@ -63,6 +63,11 @@ class GANTask(Task):
   """Unconditional image generation with a generator / discriminator pair."""
 
   @classmethod
+  def required_runs(cls, task_config: ConfigDict) -> Dict[str, str]:
+    path = task_config.get("classifier_workdir", "")
+    return {"config.task.classifier_workdir": path} if path else {}
+
+  @classmethod
   def config_defaults(cls) -> ConfigDict:
     c = ConfigDict()
     c.image_key = "image"

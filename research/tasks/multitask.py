@@ -144,6 +144,14 @@ class MultiTaskTask(Task):
   """Several heads on one backbone, trained jointly; see the module docstring."""
 
   @classmethod
+  def required_packages(cls, task_config: ConfigDict) -> Dict[str, str]:
+    needed: Dict[str, str] = {}
+    for head in task_config.get("heads", HEADS):
+      if head in HEAD_TASKS:
+        needed.update(HEAD_TASKS[head].required_packages(task_config.get(head, ConfigDict())))
+    return needed
+
+  @classmethod
   def config_defaults(cls) -> ConfigDict:
     c = ConfigDict()
     c.heads = HEADS

@@ -17,18 +17,18 @@ over the devices' peak dense FLOP/s for the config's dtype.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 import research.models  # noqa: F401
 import research.tasks  # noqa: F401
 from research.cli import shipped
+from research.cli.app import run_app
 from research.core import parallel
 from research.core.config import model_config
 from research.core.train import Trainer
@@ -186,7 +186,7 @@ def main(argv):
 
 def run() -> None:
   """Console entry point; `--config` takes a path or a shipped config's name."""
-  app.run(main, argv=shipped.resolve_config_flag(sys.argv))
+  run_app(main, prepare_argv=shipped.resolve_config_flag)
 
 
 if __name__ == "__main__":

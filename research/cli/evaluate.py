@@ -9,10 +9,11 @@ import json
 import os
 
 
-from absl import app, flags
+from absl import flags
 
 import research.models  # noqa: F401
 import research.tasks  # noqa: F401
+from research.cli.app import run_app
 from research.core import parallel
 from research.core.runs import load_config
 from research.core.train import Trainer
@@ -46,7 +47,7 @@ def main(argv):
 
 def run() -> None:
   """Console entry point."""
-  app.run(main)
+  run_app(main)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,13 @@ import os
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from PIL import Image
 
 import research.models  # noqa: F401
 import research.tasks  # noqa: F401
+from research.cli.app import run_app
+from research.core.errors import ConfigError
 from research.core.runs import load_run
 from research.core.state import TrainState
 from research.data import datasets, pipeline
@@ -31,6 +33,8 @@ flags.mark_flags_as_required(["workdir"])
 
 def main(argv):
   del argv
+  if _NUM.value < 1:
+    raise ConfigError(f"--num must be at least 1, got {_NUM.value}")
   config, task, variables = load_run(_WORKDIR.value)
   split = _SPLIT.value or config.dataset.eval_split
   source = task.wrap_source(datasets.get_data_source(config.dataset.name, split, config.dataset.data_dir or None),
@@ -50,7 +54,7 @@ def main(argv):
 
 def run() -> None:
   """Console entry point."""
-  app.run(main)
+  run_app(main)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from research.cli.app import run_app
 from research.data import datasets
 
 _IDX_DIR = flags.DEFINE_string("idx_dir", None, "Directory holding MNIST's IDX files.")
@@ -49,7 +50,7 @@ def main(argv):
 
 def run() -> None:
   """Console entry point."""
-  app.run(main)
+  run_app(main)
 
 
 if __name__ == "__main__":

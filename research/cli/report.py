@@ -13,6 +13,7 @@ from typing import List
 
 from absl import app, flags
 
+from research.cli.app import run_app
 from research.sweeps import load_experiment
 from research.sweeps.local import SweepDir
 from research.sweeps.report import write_report
@@ -34,7 +35,7 @@ def main(argv: List[str]) -> None:
 
 def run() -> None:
   """Console entry point."""
-  app.run(main)
+  run_app(main)
 
 
 if __name__ == "__main__":

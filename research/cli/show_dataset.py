@@ -8,9 +8,10 @@ import os
 
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from PIL import Image, ImageDraw
 
+from research.cli.app import run_app
 from research.data import datasets, preprocess
 from research.viz.boxes import draw_boxes
 from research.viz.masks import overlay
@@ -63,7 +64,7 @@ def main(argv):
 
 def run() -> None:
   """Console entry point."""
-  app.run(main)
+  run_app(main)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from typing import Any, Dict, List
 
 from absl import app, flags
 
+from research.cli.app import run_app
 from research.sweeps import experiment as experiment_lib
 from research.sweeps import local, slurm
 
@@ -123,7 +124,7 @@ def main(argv: List[str]) -> int:
 
 def run() -> None:
   """Console entry point."""
-  app.run(lambda argv: sys.exit(main(argv)))
+  run_app(main)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,19 @@
 """Train and evaluate one config:  research-train --config configs/X.py --workdir DIR
 
 Any config field can be overridden: --config.optimizer.learning_rate=0.05 --config.num_train_steps=100.
-Re-running the same command resumes from the workdir's latest checkpoint.
+Re-running the same command resumes from the workdir's latest checkpoint. Exit status: 0 finished,
+75 preempted (SIGTERM or Ctrl-C saved a checkpoint; run again to resume), 2 an expected error
+(one line `error: ...`), 1 a bug (traceback), 130 a second Ctrl-C (research.cli.app).
 """
 from __future__ import annotations
 
-import sys
-
-
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 import research.models  # noqa: F401  (registers models)
 import research.tasks  # noqa: F401  (registers tasks)
 from research.cli import shipped
+from research.cli.app import EXIT_PREEMPTED, run_app
 from research.core import parallel
 from research.core.train import train_and_evaluate
 
@@ -37,13 +37,16 @@ def main(argv):
   parallel.maybe_initialize_distributed()
   result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   logging.info("result: %s", result)
+  if result.get("preempted"):
+    print(f"preempted at step {result['step']}: checkpoint saved; run the same command to resume")
+    return EXIT_PREEMPTED
   print("final:", {k: (round(v, 5) if isinstance(v, float) else v) for k, v in result.items()
                    if k.count("/") <= 1})
 
 
 def run() -> None:
   """Console entry point; `--config` takes a path or a shipped config's name."""
-  app.run(main, argv=shipped.resolve_config_flag(sys.argv))
+  run_app(main, prepare_argv=shipped.resolve_config_flag)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ its traceback (status 1). Every message names the problem and the way out.
 """
 from __future__ import annotations
 
+# The exit status of a run stopped by SIGTERM / Ctrl-C after saving a checkpoint (EX_TEMPFAIL:
+# run the same command again to resume; a SLURM job can requeue on it).
+EXIT_PREEMPTED = 75
+
 
 class ExpectedError(Exception):
   """Base of the errors a user can fix: the message says what is wrong and what to do."""

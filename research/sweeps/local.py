@@ -6,7 +6,9 @@ Layout of a sweep directory:
   trials/<name>/  each trial's workdir: train.py's outputs plus train.log (its stdout and stderr)
 
 A trial is finished when its workdir holds results.json; starting the sweep again skips it. A
-trial that was interrupted resumes from its latest checkpoint (train.py's own resume).
+trial that was interrupted resumes from its latest checkpoint (train.py's own resume). A trial
+whose workdir is held by a live run (e.g. still running after the sweep process was killed) is
+never started a second time.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+from research.core import workdir as workdir_lib
+from research.core.errors import EXIT_PREEMPTED
 from research.sweeps.experiment import Experiment, Trial, canonical, format_value
 
 # Trials run the installed training module (never a path into a source tree).
@@ -117,7 +121,8 @@ class SweepDir:
 
 @dataclasses.dataclass
 class TrialResult:
-  """How a trial's run ended: 'done', 'skipped' (finished before), 'failed' or 'stopped'."""
+  """How a trial's run ended: 'done', 'skipped' (finished before), 'failed', 'stopped', or
+  'running' (another live process holds its workdir: not started)."""
 
   trial: Trial
   status: str
@@ -167,6 +172,10 @@ class LocalRunner:
       return TrialResult(trial, "skipped", results)
     if self._stopping:
       return TrialResult(trial, "stopped")
+    holder = workdir_lib.is_held(workdir)
+    if holder is not None:
+      self.log(f"[running] {trial.name}: its workdir is in use by {holder}; not started again")
+      return TrialResult(trial, "running")
     group = self._slots.get()
     start = time.perf_counter()
     try:
@@ -180,7 +189,7 @@ class LocalRunner:
       self.log(f"[done]    {trial.name} in {seconds:.1f} s: " + ", ".join(
           f"{k} {format_value(v)}" for k, v in results.items() if k.count("/") == 1))
       return TrialResult(trial, "done", results, seconds)
-    if returncode == 0 or self._stopping:
+    if returncode in (0, EXIT_PREEMPTED) or self._stopping:
       self.sweep.log_event("stopped", trial, seconds=round(seconds, 2), returncode=returncode)
       self.log(f"[stopped] {trial.name} after {seconds:.1f} s")
       return TrialResult(trial, "stopped", seconds=seconds)

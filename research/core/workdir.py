@@ -262,11 +262,12 @@ def run_status(workdir: str) -> Dict[str, Any]:
 
 # --- the config across resumes ---
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+  """{"a.b": value} of a nested dict."""
   flat: Dict[str, Any] = {}
   for key, value in tree.items():
     if isinstance(value, Mapping):
-      flat.update(_flatten(value, f"{prefix}{key}."))
+      flat.update(flatten(value, f"{prefix}{key}."))
     else:
       flat[f"{prefix}{key}"] = value
   return flat
@@ -287,8 +288,8 @@ def config_changes(stored: Mapping[str, Any], new: Mapping[str, Any]
   'path: old -> new'. A field present on one side only counts when its value differs from the
   core's default (so a field added by a newer version does not block an old run's resume)."""
   from research.core.config import default_config
-  defaults = _flatten(config_json(default_config()))
-  old_flat, new_flat = _flatten(stored), _flatten(new)
+  defaults = flatten(config_json(default_config()))
+  old_flat, new_flat = flatten(stored), flatten(new)
   blocking, duration, free = [], [], []
   for path in sorted(set(old_flat) | set(new_flat)):
     missing = object()

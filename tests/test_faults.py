@@ -38,6 +38,21 @@ from tests.core_helpers import small_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "lenet5_digits.py")
 WORKER = os.path.join(ROOT, "tests", "fault_worker.py")
+CACHE = {}  # the module's persistent compilation cache (see the `compilation_cache` fixture)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """One persistent XLA compilation cache for this module's runs (a field free to change on
+  resume), so the many small runs of the same model compile once."""
+  CACHE["dir"] = str(tmp_path_factory.mktemp("jax_cache"))
+  yield CACHE["dir"]
+
+
+def _small(data_dir, steps=8):
+  config = small_config(data_dir, steps)
+  config.compilation_cache_dir = CACHE["dir"]
+  return config
 
 
 def _env(devices=8, **extra):
@@ -50,7 +65,8 @@ def _env(devices=8, **extra):
 def _cli_overrides(data_dir, **fields):
   overrides = {"dataset.data_dir": data_dir, "num_train_steps": 100000, "batch_size": 16,
                "eval_batch_size": 120, "log_every_steps": 5, "eval_every_steps": 0,
-               "checkpoint_every_steps": 10, "async_checkpointing": False, "compilation_cache_dir": ""}
+               "checkpoint_every_steps": 10, "async_checkpointing": False,
+               "compilation_cache_dir": CACHE["dir"]}
   overrides.update(fields)
   return overrides
 
@@ -105,7 +121,7 @@ def _copy(workdir, to):
 
 
 def _in_process_config(data_dir):
-  config = small_config(data_dir, steps=12)
+  config = _small(data_dir, steps=12)
   config.log_every_steps = 3
   config.eval_every_steps = 6
   config.checkpoint_every_steps = 6
@@ -246,14 +262,15 @@ def test_start_up_checks_fail_before_training(data_dir, tmp_path, monkeypatch):
                       classmethod(lambda cls, cfg: {"no_such_eval_package": "no-such-eval-package>=1"}))
   workdir = str(tmp_path / "run")
   with pytest.raises(MissingPackageError, match="pip install 'no-such-eval-package>=1'"):
-    train_and_evaluate(small_config(data_dir), workdir)
+    train_and_evaluate(_small(data_dir), workdir)
   assert not os.path.exists(os.path.join(workdir, "checkpoints"))
   assert _state(workdir)["state"] == "failed"
   config = small_config(data_dir)
   config.task = ConfigDict({"name": "gan", "classifier_workdir": str(tmp_path / "no_classifier")})
   with pytest.raises(MissingRunError, match="is not a trained run.*research-train"):
     preflight.check_runs(GANTask, config)
-  config = small_config(data_dir)
+  monkeypatch.undo()
+  config = _small(data_dir)
   config.dataset.eval_split = "validation"
   with pytest.raises(ConfigError, match="config.dataset.eval_split: dataset 'digits' has no split 'validation'"):
     train_and_evaluate(config, str(tmp_path / "run2"))
@@ -279,13 +296,13 @@ def test_corrupt_record_names_the_file(finished_run, data_dir, tmp_path):
     f.write(b"\xff" * 4000)
   with pytest.raises(DataRecordError, match=r"'test': record \d+ cannot be read from .*digits-test\.array_record"
                                             r".*prepare the dataset again"):
-    train_and_evaluate(small_config(copy), str(tmp_path / "run"))
+    train_and_evaluate(_small(copy), str(tmp_path / "run"))
 
 
 @pytest.fixture(scope="module")
 def nan_run(data_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("runs") / "nan")
-  config = small_config(data_dir, steps=40)
+  config = _small(data_dir, steps=40)
   config.log_every_steps = 4
   config.checkpoint_every_steps = 4
   config.eval_every_steps = 0
@@ -326,7 +343,7 @@ def test_multihost_sigterm_stops_every_process_at_one_step(multihost_preempted):
 def disk_full(data_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("runs") / "disk_full")
   args = ["--config", CONFIG, "--workdir", workdir] + [
-      f"--config.{k}={v}" for k, v in _cli_overrides(data_dir, num_train_steps=40).items()]
+      f"--config.{k}={v}" for k, v in _cli_overrides(data_dir).items()]
   out = subprocess.run([sys.executable, WORKER, "enospc", "15", *args], cwd=ROOT, env=_env(),
                        capture_output=True, text=True, timeout=300)
   return workdir, out
@@ -397,7 +414,7 @@ def test_processes_busy_sweep_ctrl_c_kill_and_runs(data_dir, tmp_path, finished_
   final = train_and_evaluate(_cli_config(_cli_overrides(data_dir, num_train_steps=last + 7)), workdir)
   assert final["step"] == last + 7 and "eval/accuracy" in final
   records = _steps_in_order(workdir)
-  assert [r["step"] for r in records if "train/loss" in r] == list(range(5, last + 5, 5)) + [last + 7]
+  assert [r["step"] for r in records if "train/loss" in r] == list(range(5, last + 7, 5)) + [last + 7]
   assert workdir_lib.run_status(workdir)["state"] == "finished"
   assert LocalRunner(sweep, CONFIG).run_one(trial).status == "skipped"
 

@@ -15,6 +15,7 @@ import research.models  # noqa: F401
 import research.tasks  # noqa: F401
 from research.cli.app import run_app
 from research.core import parallel
+from research.core.errors import CheckpointError
 from research.core.runs import load_config
 from research.core.train import Trainer
 
@@ -29,11 +30,11 @@ def main(argv):
   if _SPLIT.value:
     config.dataset.eval_split = _SPLIT.value
   trainer = Trainer(config, _WORKDIR.value)
-  step = trainer.checkpointer.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"{_WORKDIR.value} has no checkpoint to evaluate")
   accum = parallel.replicate(trainer.zero_accum, trainer.mesh)
-  restored, _ = trainer.checkpointer.restore(step, {"state": trainer.state, "accum": accum})
+  latest = trainer.checkpointer.restore_latest({"state": trainer.state, "accum": accum})
+  if latest is None:
+    raise CheckpointError(f"{_WORKDIR.value} has no checkpoint to evaluate: train it first")
+  step, restored, _ = latest
   scalars, artifacts = trainer.evaluate(restored["state"])
   trainer.checkpointer.close()
   artifacts.pop("images", None)

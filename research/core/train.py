@@ -35,9 +35,9 @@ from research.core import parallel, preflight, workdir as workdir_lib
 from research.core.checkpoint import Checkpointer, load_variables, merge_pretrained
 from research.core.config import duration_steps, validate
 from research.core.errors import ConfigError, NonFiniteLossError
-from research.core.records import NamedRecords
 from research.core.metrics import MetricWriter
 from research.core.optim import build_optimizer, build_schedule
+from research.core.records import NamedRecords
 from research.core.registry import TASKS
 from research.core.state import TrainState, count_params
 from research.data import datasets, pipeline

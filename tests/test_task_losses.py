@@ -91,7 +91,7 @@ def test_every_head_of_the_multitask_loss_is_its_single_task_loss(tasks, weighti
     batch[f"has_{head}"] = jnp.asarray(HAS[head], jnp.float32)
     batch.update({f"{head}/{k}": jnp.asarray(v) for k, v in labels.items()})
     outputs[head] = _nan_where_unlabeled(out, HAS[head])
-  total, metrics = joint.loss(outputs, batch)
+  total, metrics = joint.loss(outputs, batch, jnp.ones(N))
 
   expected_total = 0.0
   for i, head in enumerate(HEADS):

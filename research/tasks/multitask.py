@@ -343,22 +343,20 @@ class MultiTaskTask(Task):
                               mutable=list(model_state.keys()))
     return self.model.apply(variables, images, train=False, targets=targets), model_state
 
-  def loss_fn(self, params, model_state, batch: Batch, rng: jax.Array):
-    out, new_state = self.apply_model(params, model_state, (batch["image"], self._targets(batch, True)), True, rng)
-    total, metrics = self.loss(out, batch)
-    return total, (metrics, new_state)
+  def train_outputs(self, params, model_state, batch: Batch, rng: jax.Array) -> Tuple[Dict[str, Any], PyTree]:
+    return self.apply_model(params, model_state, (batch["image"], self._targets(batch, True)), True, rng)
 
-  def loss(self, outputs: Dict[str, Any], batch: Batch, example_weights: Optional[jax.Array] = None
+  def loss(self, outputs: Dict[str, Any], batch: Batch, example_weights: jax.Array
            ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
     """(sum_t w_t L_t, or with uncertainty weighting sum_t exp(-s_t) w_t L_t + s_t; metrics).
 
     outputs: the joint model's training outputs {head: its outputs, 'log_variance': [T]}. L_t and
     the head's metrics are its single task's `loss` on the head's outputs and the head's view of the
-    batch, each example weighted by has_<head> (times example_weights [N], if given)."""
+    batch, each example weighted by has_<head> times example_weights [N]."""
     total, metrics = jnp.zeros((), jnp.float32), {}
     for i, head in enumerate(self.cfg.heads):
       has = batch[f"has_{head}"]
-      weights = has if example_weights is None else has * example_weights
+      weights = has * example_weights
       loss, head_metrics = self.head_tasks[head].loss(outputs[head], self._head_batch(batch, head), weights)
       term = float(self.cfg.weights[head]) * loss
       if self.cfg.loss_weighting == "uncertainty":

@@ -2,7 +2,8 @@
 63x63): an offline exercise of the family, the classifier narrowed to 256 hidden units (4.9M
 parameters for 10 classes instead of 57M). Adam rather than the ImageNet recipe's SGD: without
 BatchNorm, SGD at lr 0.01 barely moved in 100-step trials here."""
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 
 def get_config():

@@ -9,7 +9,8 @@ evaluation; ImageNet mean/std normalization. Kernels as PyTorch's default layer 
 ('torch_default'), which torchvision's AlexNet keeps (biases start at zero here).
 Expected: 56.522% top-1 on the validation set (experiments/alexnet_imagenet.py).
 """
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

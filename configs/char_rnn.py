@@ -7,7 +7,8 @@ Scored by test bits per character against the test text's unigram entropy (about
 the default text). Samples (temperature `task.temperature`) are drawn at every evaluation
 (eval/step_N/samples.png) and by research.tasks.char_rnn.sample_text(workdir, prime, ...).
 """
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 
 def get_config():

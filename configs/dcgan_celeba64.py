@@ -1,5 +1,6 @@
 """DCGAN on CelebA (TFDS celeb_a), 64x64 crops (64x64, 3 channel(s)). The paper's face setup; set task.classifier_workdir for sample metrics."""
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 
 def get_config():

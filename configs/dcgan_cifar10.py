@@ -1,5 +1,6 @@
 """DCGAN on CIFAR-10 (TFDS cifar10) (32x32, 3 channel(s)). Radford et al. 2016 setup (Adam 2e-4, beta1 0.5, batch 128). The paper's FID of about 29 (10k samples) uses Inception features, which cannot be downloaded here; ours uses a classifier the framework trains (task.classifier_workdir) and is not comparable."""
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 
 def get_config():

@@ -3,7 +3,8 @@
 Sample metrics use the default job's LeNet-5 as feature extractor (its 84-d fc2 layer): train it
 first with the README's first command (workdir runs/lenet5_digits).
 """
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 
 def get_config():

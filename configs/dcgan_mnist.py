@@ -1,5 +1,6 @@
 """DCGAN on MNIST (prepared in data_dir) (28x28, 1 channel(s)). Feature extractor: a LeNet-5 run on MNIST (configs/lenet5_mnist.py)."""
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 
 def get_config():

@@ -1,5 +1,6 @@
 """DCGAN on the built-in `shapes` dataset (32x32, 3 channel(s)). Trains here (CPU) in minutes; sample metrics need a shapes classifier run (task.classifier_workdir)."""
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 
 def get_config():

@@ -19,7 +19,8 @@ The paper's training recipe (section 4) where this framework has it:
   eval      VOC 2012 val (1,449 images), single scale, whole images padded to 513 x 513.
 Expected: 76.9 mIoU on VOC 2012 val (experiments/deeplabv3_r50_voc2012.py says exactly what it is).
 """
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 
 def get_config():

@@ -13,7 +13,8 @@ per step; static shapes here resize the longer side to 1088 and pad to 1088 x 10
 a typical 640 x 480 COCO image the same 800-pixel shorter side.
 Expected: box AP 37.0 on val2017 (experiments/faster_rcnn_r50_fpn_coco.py).
 """
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 
 def get_config():

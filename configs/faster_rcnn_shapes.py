@@ -5,7 +5,8 @@ FPN; one anchor size per level (12, 24, 48 pixels) at ratios 0.5, 1, 2; RoIs poo
 floor(3 + log2(sqrt(area) / 16)). Proposal and RoI counts are scaled down from torchvision's for
 scenes of at most four objects. Scored by pycocotools on the shapes test split (README figures).
 """
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 
 def get_config():

@@ -16,7 +16,8 @@ in the two FC layers (torchvision's TwoMLPHead), which load VGG's fc6/fc7 (class
 RoI features are flattened in VGG's 7 x 7 x 512 order) as in the paper.
 Expected: 69.9 mAP on VOC07 test (experiments/faster_rcnn_vgg16_voc07.py).
 """
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 
 def get_config():

@@ -2,7 +2,8 @@
 
 Scored on the shapes test split by confusion-matrix mIoU (see README for the figures measured here).
 """
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 
 def get_config():

@@ -24,7 +24,8 @@ The paper's recipe (section 4.3) where this framework has it:
   eval      VOC 2012 val (1,449 images), whole images (padded, padding ignored).
 Expected: 62.2 mIoU on VOC 2012 test (experiments/fcn8s_voc2012.py says exactly what it is).
 """
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 
 def get_config():

@@ -1,7 +1,8 @@
 """GoogLeNet with its two auxiliary classifiers (losses weighted 0.3) on the built-in `digits`
 (28x28 greyscale, resized to 32x32; ceil-mode pools give stages 16, 8, 4, 2, 1): an offline
 exercise of the Inception family and of the classification task's auxiliary-loss path."""
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 
 def get_config():

@@ -12,7 +12,8 @@ batch 256, learning rate 0.1 divided by 10 every 30 epochs for 90 epochs (the pa
 before the classifier, N(0, 0.01) kernels; resize 256 and centre crop 224 at evaluation.
 Expected: 69.778% top-1 (torchvision's ported weights; experiments/googlenet_imagenet.py).
 """
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -3,7 +3,8 @@
 Target: 0.95% test error (LeCun et al. 1998 report 0.95% for LeNet-5 without distortions).
 10 epochs of SGD with momentum at batch 128 (4,690 steps).
 """
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 
 def get_config():

@@ -29,7 +29,8 @@ et al. 2015); box AP on Karpathy test is not directly comparable with val2017.
 """
 from ml_collections import ConfigDict
 
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 
 def get_config():

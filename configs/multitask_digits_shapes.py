@@ -9,7 +9,8 @@ No flips (digits are not mirror-symmetric). Heads and their sizes as configs/mul
 """
 from ml_collections import ConfigDict
 
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 DETECTION = dict(feature_levels=("c2", "c3", "c4"), fpn=True, fpn_channels=64,
                  anchor_sizes=((12,), (24,), (48,)), aspect_ratios=(0.5, 1.0, 2.0),

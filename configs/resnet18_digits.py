@@ -2,7 +2,8 @@
 ImageNet recipe's input pipeline at small scale: RandomResizedCrop to 32x32 (area 60%-100% of the
 28x28 image, so the digit stays mostly in view; no flips, which would change digits) in training,
 resize 36 and centre crop 32 at evaluation; SGD with momentum and a step schedule."""
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 
 def get_config():

@@ -2,7 +2,8 @@
 1e-4, batch 128, lr 0.1 divided by 10 at 32k and 48k iterations, 64k iterations, random crops with
 4-pixel padding and horizontal flips. Expected test error 8.75% (He et al. 2016, table 6).
 """
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 
 def get_config():

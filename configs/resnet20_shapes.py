@@ -1,6 +1,7 @@
 """ResNet-20 classifying the dominant shape of `shapes` images (resized to 32x32): an offline
 exercise of the CIFAR ResNet recipe (crops, flips, SGD with momentum, step schedule)."""
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 
 def get_config():

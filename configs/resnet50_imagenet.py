@@ -7,7 +7,8 @@ every 30 epochs, weight decay 1e-4 on all parameters; RandomResizedCrop(224) + h
 training; resize 256 and centre crop 224 at evaluation; ImageNet mean/std normalization.
 Expected: 76.130% top-1 on the validation set (experiments/resnet50_imagenet.py).
 """
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

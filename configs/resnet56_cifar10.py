@@ -3,7 +3,8 @@
 divided by 10 at 32k and 48k iterations, 64k iterations, random crops with 4-pixel padding and
 horizontal flips. Expected test error 6.97% (He et al. 2016, table 6; experiments/resnet56_cifar10.py).
 """
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 
 def get_config():

@@ -12,7 +12,8 @@ embeddings and LSTM memory, dropout 0.5; vocabulary: words seen at least 5 times
 16 words. Needs `coco_captions` prepared in data_dir
 (tfds build coco_captions --file_format=array_record) and a GPU.
 """
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 from research.models.captioning.show_tell import FREEZE_ENCODER
 
 

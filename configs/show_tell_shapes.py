@@ -7,7 +7,8 @@ colours in this budget, see research/models/captioning/show_tell.py). No flip au
 Greedy decoding; scored on the shapes test split by BLEU-1..4 and CIDEr-D (coco-caption's
 scorers). About 15 minutes on 2 CPU cores.
 """
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 
 def get_config():

@@ -3,7 +3,8 @@ exercise of the VGG family -- five max pools down to 1x1, adaptive pooling to 7x
 narrowed to 256 hidden units (15.7M parameters for 10 classes instead of 129M). Learning rate
 0.002: the first fc layer sees the 1x1 feature map 49 times over (25,088 inputs), and at 0.01 its
 updates collapsed the run to chance in 100-step trials here."""
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 
 def get_config():

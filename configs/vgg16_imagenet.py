@@ -9,7 +9,8 @@ horizontal flip; resize 256 and centre crop 224 at evaluation; ImageNet mean/std
 Kernels as torchvision's VGG: He normal (fan_out) convolutions, N(0, 0.01) fc layers (biases 0).
 Expected: 71.592% top-1 on the validation set (experiments/vgg16_imagenet.py).
 """
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

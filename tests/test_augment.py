@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from research.core.config import ConfigError, default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import ConfigError, default_config
 from research.tasks.classification import (ClassificationTask, random_resized_crop_box, resize_image,
                                            resize_shorter_center_crop)
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import research.models  # noqa: F401
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 from research.core.metrics import read_metrics
 from research.core.registry import MODELS
 from research.core.train import train_and_evaluate

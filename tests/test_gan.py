@@ -6,7 +6,8 @@ import scipy.linalg
 
 import research.models  # noqa: F401
 from research.core import parallel
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 from research.core.registry import MODELS
 from research.core.train import train_and_evaluate
 from research.data import datasets, pipeline

@@ -11,7 +11,8 @@ from ml_collections import ConfigDict
 
 import research.models  # noqa: F401
 from research.core.checkpoint import Checkpointer, load_variables, merge_pretrained
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 from research.core.metrics import read_metrics
 from research.core.optim import build_optimizer
 from research.core.registry import MODELS

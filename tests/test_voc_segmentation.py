@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 from research.data import datasets
 from research.data.builders.voc_segmentation import CLASS_NAMES, read_mask
 from research.tasks.segmentation import SegmentationTask

@@ -17,7 +17,7 @@ import pytest
 from ml_collections import ConfigDict
 
 import research.models  # noqa: F401  (registers the models)
-from research.core.config import model_config
+from research.config_sections import model_config
 from research.core.registry import BACKBONES, MODELS
 from research.core.state import count_params
 from research.models.pooling import max_pool_ceil
@@ -272,7 +272,8 @@ def test_googlenet_matches_torchvision():
 
 def test_classification_task_adds_weighted_aux_losses():
   import flax.linen as nn
-  from research.core.config import default_config, model_config, task_config
+  from research.config_sections import model_config, task_config
+  from research.core.config import default_config
   from research.tasks.classification import ClassificationTask, softmax_cross_entropy
 
   class ThreeHeads(nn.Module):

@@ -30,7 +30,7 @@ import research.tasks  # noqa: F401
 from research.cli import shipped
 from research.cli.app import run_app
 from research.core import parallel
-from research.core.config import model_config
+from research.config_sections import model_config
 from research.core.train import Trainer
 from research.data import pipeline
 

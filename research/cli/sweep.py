@@ -13,7 +13,8 @@ Launchers (--launcher):
           the study holds --n_trials complete trials; the study lives in --storage (default
           SQLite in the sweep directory; a database URL lets several machines share it).
 
---set=KEY=VALUE adds an override to every trial (e.g. --set=num_train_steps=100); --dry_run lists
+--set=KEY=VALUE adds an override to every trial (e.g. --set=num_train_steps=100); --seeds=0,1
+replaces the experiment's seeds; --dry_run lists
 the trials, their status and their commands. Then: research-report experiments/X.py
 """
 from __future__ import annotations
@@ -37,6 +38,8 @@ _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Sweep directory (default ru
 _PARALLEL = flags.DEFINE_integer("parallel", 0, "Trials at a time (0: one locally and in Optuna, "
                                  "no limit on SLURM).")
 _SET = flags.DEFINE_multi_string("set", [], "KEY=VALUE override added to every trial.")
+_SEEDS = flags.DEFINE_list("seeds", None, "Seeds replacing the experiment's (e.g. --seeds=0 for a quick "
+                           "check of every configuration with one seed).")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the trials and their commands; run nothing.")
 _GPUS_PER_TRIAL = flags.DEFINE_integer("gpus_per_trial", 0, "local: GPUs of each running trial.")
 _SLURM = flags.DEFINE_multi_string("slurm", [], "slurm: KEY=VALUE resource (SlurmResources field).")
@@ -78,6 +81,11 @@ def main(argv: List[str]) -> int:
   if len(argv) != 2:
     raise app.UsageError("usage: sweep.py EXPERIMENT_FILE [flags]")
   experiment = experiment_lib.load_experiment(argv[1])
+  if _SEEDS.value is not None:
+    try:
+      experiment = dataclasses.replace(experiment, seeds=tuple(int(s) for s in _SEEDS.value))
+    except ValueError:
+      raise app.UsageError(f"--seeds takes integers separated by commas, got {','.join(_SEEDS.value)}") from None
   extra = parse_assignments(_SET.value, "set")
   sweep = local.SweepDir(_SWEEP_DIR.value or os.path.join("runs", "sweeps", experiment.name))
   groups = local.gpu_groups(_GPUS_PER_TRIAL.value) if _GPUS_PER_TRIAL.value else None

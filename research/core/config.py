@@ -5,7 +5,9 @@ overridden from the command line (`--config.optimizer.learning_rate=0.1`). `vali
 rejects keys the core does not know, naming them, so a typo never silently falls back to a default.
 
 The sections `model` and `task` are open: their keys are keyword arguments of the registered
-model / task (`name` picks the entry), checked when the model or task is built.
+model / task (`name` picks the entry), checked when the model or task is built. The helpers that
+fill them from the registries (`model_config`, `task_config`) live above the core, in
+`research.config_sections`: the core imports no task, model or dataset builder.
 """
 from __future__ import annotations
 
@@ -89,48 +91,16 @@ def default_config() -> ConfigDict:
   return c
 
 
-def task_config(name: str, **overrides: Any) -> ConfigDict:
-  """config.task for the registered task `name`: every key it reads, with defaults, so each can be
-  overridden from the command line (--config.task.<key>=...)."""
-  from research.core.registry import TASKS
-  import research.tasks  # noqa: F401  (registers the tasks)
-  section = ConfigDict({"name": name})
-  section.update(TASKS.get(name).config_defaults())
-  _update_known(section, overrides, "task")
-  return section
-
-
-_NOT_CONFIGURABLE = ("parent", "name", "dtype", "param_dtype", "bias_init")
-
-
-def model_config(name: str, **overrides: Any) -> ConfigDict:
-  """config.model for the registered model `name`: its fields of plain types (numbers, strings,
-  bools, tuples) with their defaults (registered defaults included), so each can be overridden."""
-  import dataclasses
-  from research.core.registry import MODELS
-  import research.models  # noqa: F401  (registers the models)
-  entry = MODELS.get(name)
-  cls = getattr(entry, "fn", entry)
-  bound = dict(getattr(entry, "defaults", {}))
-  section = ConfigDict({"name": name})
-  for field in dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else ():
-    if field.name in _NOT_CONFIGURABLE or field.name in ("num_classes",):
-      continue
-    value = bound.get(field.name, field.default)
-    if isinstance(value, (bool, int, float, str, tuple)):
-      section[field.name] = value
-  _update_known(section, overrides, "model", allow_new=True)
-  return section
-
-
-def _update_known(section: ConfigDict, overrides: dict, where: str, allow_new: bool = False) -> None:
+def update_known(section: ConfigDict, overrides: dict, where: str, allow_new: bool = False) -> None:
+  """Sets `overrides` in `section`; a key the section lacks is a ConfigError naming `where.key`
+  (and the closest known key) unless `allow_new`."""
   for key, value in overrides.items():
     if key not in section and not allow_new:
-      raise ConfigError(f"unknown config key '{where}.{key}'{_suggest(key, section.keys())}")
+      raise ConfigError(f"unknown config key '{where}.{key}'{suggest(key, section.keys())}")
     section[key] = value
 
 
-def _suggest(key: str, known: Iterable[str]) -> str:
+def suggest(key: str, known: Iterable[str]) -> str:
   close = difflib.get_close_matches(key, list(known), n=1)
   return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -139,7 +109,7 @@ def _check(cfg: ConfigDict, reference: ConfigDict, prefix: str) -> None:
   for key in cfg.keys():
     path = f"{prefix}{key}"
     if key not in reference:
-      raise ConfigError(f"unknown config key {path!r}{_suggest(key, reference.keys())}; "
+      raise ConfigError(f"unknown config key {path!r}{suggest(key, reference.keys())}; "
                         f"known keys of {prefix.rstrip('.') or 'config'}: {', '.join(sorted(reference.keys()))}")
     value, ref = cfg[key], reference[key]
     if isinstance(ref, ConfigDict) and not (prefix == "" and key in OPEN_SECTIONS):

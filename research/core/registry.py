@@ -1,10 +1,19 @@
-"""Name -> constructor registries, so configs pick models, tasks and datasets by name.
+"""Name -> constructor registries, so configs pick models and tasks by name.
 
-Usage:
-    @MODELS.register("lenet5")
-    class LeNet5(nn.Module): ...
+Usage (the built-in models and tasks register themselves this way; so does a user's own package):
+    from research.core.registry import MODELS, TASKS
 
-    model_cls = MODELS.get("lenet5")   # KeyError naming the known entries if missing
+    @MODELS.register("my_net")            # config.model.name = "my_net"
+    class MyNet(nn.Module): ...           # a flax.linen module: __call__(images, train)
+
+    @TASKS.register("my_task")            # config.task.name = "my_task"
+    class MyTask(research.tasks.base.Task): ...
+
+    model_cls = MODELS.get("my_net")   # KeyError naming the known entries if missing
+
+A run finds a user's entries once the module defining them is imported: the user's `--config` file
+imports it (`import my_package.models`) before naming them. Datasets are TFDS builders
+(`research.data.datasets.register_dataset` for one generated on first use).
 """
 from __future__ import annotations
 
@@ -75,5 +84,4 @@ class _Bound:
 
 MODELS = Registry("model")
 TASKS = Registry("task")
-DATASETS = Registry("dataset")
 BACKBONES = Registry("backbone")

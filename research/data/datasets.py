@@ -45,6 +45,19 @@ OFFLINE_PREPARERS = {
 }
 
 
+# A user's TFDS builders generated into data_dir on first use, like BUILTIN (register_dataset).
+GENERATED: set = set()
+
+
+def register_dataset(builder_cls: type) -> type:
+  """Class decorator for a user's `tfds.core.GeneratorBasedBuilder` (defined in their own package,
+  which their config imports): the dataset `builder_cls.name` is then generated into data_dir the
+  first time a run asks for it, as the built-in datasets are. Its examples use the feature names
+  the task reads (e.g. 'image' uint8 [H, W, C] and 'label' ClassLabel for classification)."""
+  GENERATED.add(builder_cls.name)
+  return builder_cls
+
+
 class DatasetNotPreparedError(FileNotFoundError):
   """The dataset is not in data_dir; the message says how to prepare it."""
 
@@ -77,8 +90,9 @@ def get_builder(name: str, data_dir: Optional[str] = None) -> tfds.core.DatasetB
   if base in FILE_DATASETS:
     return importlib.import_module(FILE_DATASETS[base]).builder(data_dir or None)
   data_dir = default_data_dir(data_dir)
-  if base in BUILTIN:
-    importlib.import_module(BUILTIN[base])
+  if base in BUILTIN or base in GENERATED:
+    if base in BUILTIN:
+      importlib.import_module(BUILTIN[base])
     builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
     if not builder.is_prepared():
       with _build_lock(data_dir, name):

@@ -9,6 +9,10 @@ and sees exactly the data an uninterrupted run would.
 Evaluation data covers the split exactly once: it is padded up to a multiple of the global batch
 with copies of the first example whose `mask` is 0, so metrics weighted by `mask` count every
 example once whatever the batch size.
+
+absl flags: Grain's worker processes (num_workers > 0) read absl flags, which a library caller
+(no app.run) has not parsed; `_to_iter` then marks them parsed. This is the only place outside the
+commands (research/cli) that touches absl's flag state.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ EvalPreprocess = Callable[[Example], Example]
 def _to_iter(ds: grain.MapDataset, num_workers: int) -> grain.IterDataset:
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=8))
   if num_workers > 0:
-    if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags (library use, no app.run).
+    if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags (module docstring).
       flags.FLAGS.mark_as_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return it
@@ -142,10 +146,6 @@ def eval_batches(source: Any, preprocess: EvalPreprocess, global_batch_size: int
 
   ds = grain.MapDataset.source(_PaddedEvalSource(source, global_batch_size)).map(with_mask)
   return iter(_to_iter(ds.batch(local, drop_remainder=True), num_workers))
-
-
-def num_eval_batches(num_examples: int, global_batch_size: int) -> int:
-  return -(-num_examples // global_batch_size)
 
 
 def first_example(source: Any, preprocess: EvalPreprocess, batch_size: int) -> Example:

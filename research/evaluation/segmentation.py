@@ -1,4 +1,4 @@
-"""Segmentation scores from a pixel confusion matrix (the reference definition in DESIGN.md):
+"""Segmentation scores from a pixel confusion matrix:
 pixels with 0 <= target < C are counted (255 and other out-of-range labels ignored);
 IoU_c = diag / (row + col - diag); mIoU averages IoU over classes whose union is nonzero."""
 from __future__ import annotations

@@ -53,6 +53,18 @@ def build_registered(registry: Any, section: ConfigDict, where: str, **extra: An
     raise
 
 
+def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
+  """sum(values * weights) / max(sum(weights), 1) in float32: the mean over the entries of weight 1
+  (an entry of weight 0 adds nothing, even a NaN or Inf value; 0 when every weight is 0).
+
+  values [N, ...]; weights of values' shape, or of a leading part of it (per-example weights [N]
+  against per-pixel values [N, H, W] weight every pixel of an example alike)."""
+  values = values.astype(jnp.float32)
+  weights = jnp.asarray(weights, jnp.float32)
+  weights = jnp.broadcast_to(weights.reshape(weights.shape + (1,) * (values.ndim - weights.ndim)), values.shape)
+  return jnp.sum(jnp.where(weights > 0, values, 0.0) * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
 class Task(abc.ABC):
   """Base task. Subclasses set `config_defaults()` and implement the hooks they need.
 
@@ -150,13 +162,33 @@ class Task(abc.ABC):
     model_state = {k: v for k, v in variables.items() if k != "params"}
     return TrainState.create(params, model_state, tx)
 
+  def loss(self, outputs: Any, batch: Batch, example_weights: jax.Array
+           ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """(scalar training loss, training metrics {name: scalar}) of the model's training `outputs`
+    on `batch`: the task's per-example losses (per pixel, per word, ... where the task says so),
+    averaged with `weighted_mean`, each example weighted by example_weights float32 [N].
+
+    The one definition of the task's loss: its own `loss_fn` calls it with weights 1, and the
+    multi-task task calls it for a head with weights has_<head> (examples without the head's
+    labels drop out), so the two cannot diverge."""
+    raise TypeError(f"{type(self).__name__} defines no loss")
+
   def loss_fn(self, params: PyTree, model_state: PyTree, batch: Batch, rng: jax.Array
               ) -> Tuple[jax.Array, Tuple[Dict[str, jax.Array], PyTree]]:
-    """(scalar loss, (metrics {name: scalar mean over the batch}, new model_state)).
+    """(scalar loss, (metrics {name: scalar mean over the batch}, new model_state)): the model
+    applied in training mode, then `loss` with every example weighted 1.
 
     Used by the default `train_step`; a task with its own `train_step` (e.g. GANs) need not
-    define it."""
-    raise TypeError(f"{type(self).__name__} defines neither loss_fn nor its own train_step")
+    define it. Tasks whose model takes more than the images override `train_outputs`."""
+    outputs, new_state = self.train_outputs(params, model_state, batch, rng)
+    num_examples = jax.tree_util.tree_leaves(batch)[0].shape[0]
+    loss, metrics = self.loss(outputs, batch, jnp.ones((num_examples,), jnp.float32))
+    return loss, (metrics, new_state)
+
+  def train_outputs(self, params: PyTree, model_state: PyTree, batch: Batch, rng: jax.Array
+                    ) -> Tuple[Any, PyTree]:
+    """(the model's training outputs on `batch`, new model_state); default: on batch['image']."""
+    return self.apply_model(params, model_state, batch["image"], True, rng)
 
   def train_step(self, state: TrainState, batch: Batch, rng: jax.Array
                  ) -> Tuple[TrainState, Dict[str, jax.Array]]:

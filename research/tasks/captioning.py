@@ -38,7 +38,7 @@ from research.data import datasets, preprocess
 from research.data.preprocess import Vocabulary
 from research.evaluation.captioning import caption_metrics
 from research.models.captioning import decoding
-from research.tasks.base import Batch, PyTree, Sums, Task
+from research.tasks.base import Batch, PyTree, Sums, Task, weighted_mean
 from research.viz.grid import image_grid, to_uint8
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -147,15 +147,20 @@ class CaptioningTask(Task):
                               mutable=list(model_state.keys()))
     return self.model.apply(variables, *inputs, train=False), model_state
 
-  def loss_fn(self, params, model_state, batch: Batch, rng: jax.Array):
-    tokens = batch["tokens"]
-    logits, new_state = self.apply_model(params, model_state, (batch["image"], tokens), True, rng)
-    targets = tokens[:, 1:]
-    weights = targets != Vocabulary.PAD
+  def train_outputs(self, params: PyTree, model_state: PyTree, batch: Batch, rng: jax.Array
+                    ) -> Tuple[jax.Array, PyTree]:
+    return self.apply_model(params, model_state, (batch["image"], batch["tokens"]), True, rng)
+
+  def loss(self, outputs: Any, batch: Batch, example_weights: jax.Array
+           ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """Cross-entropy per word of the next-token logits [N, L - 1, V] (or {'logits': ...}) against
+    batch['tokens'][:, 1:], over the words that are not padding. Metric: 'word_accuracy'."""
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs
+    targets = batch["tokens"][:, 1:]
+    weights = (targets != Vocabulary.PAD) * example_weights[:, None]
     total, count = masked_cross_entropy(logits, targets, weights)
-    loss = total / jnp.maximum(count, 1.0)
     accuracy = jnp.sum((jnp.argmax(logits, -1) == targets) * weights) / jnp.maximum(count, 1.0)
-    return loss, ({"word_accuracy": accuracy}, new_state)
+    return total / jnp.maximum(count, 1.0), {"word_accuracy": accuracy}
 
   def decode(self, state, images: jax.Array) -> jax.Array:
     """Generated captions int32 [N, max_length - 1] (no <bos>; <pad> after <eos>)."""

@@ -35,7 +35,7 @@ from research.core.registry import TASKS
 from research.data import datasets
 from research.data.text import CharSequences, CharVocabulary, unigram_entropy_bits
 from research.models.captioning import decoding
-from research.tasks.base import Batch, PyTree, Sums, Task
+from research.tasks.base import Batch, PyTree, Sums, Task, weighted_mean
 
 
 @TASKS.register("char_rnn")
@@ -89,10 +89,15 @@ class CharRNNTask(Task):
     params_rng, dropout_rng = jax.random.split(rng)
     return self.model.init({"params": params_rng, "dropout": dropout_rng}, batch["inputs"], train=False)
 
-  def loss_fn(self, params, model_state, batch: Batch, rng: jax.Array):
-    logits, new_state = self.apply_model(params, model_state, batch["inputs"], True, rng)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).mean()
-    return loss, ({"bits_per_character": loss / math.log(2)}, new_state)
+  def train_outputs(self, params, model_state, batch: Batch, rng: jax.Array):
+    return self.apply_model(params, model_state, batch["inputs"], True, rng)
+
+  def loss(self, outputs: jax.Array, batch: Batch, example_weights: jax.Array):
+    """Cross-entropy per character of the logits [N, T, V] against batch['targets'] int [N, T].
+    Metric: 'bits_per_character' (the loss in bits)."""
+    ce = optax.softmax_cross_entropy_with_integer_labels(outputs, batch["targets"])
+    loss = weighted_mean(ce, example_weights)
+    return loss, {"bits_per_character": loss / math.log(2)}
 
   def eval_step(self, state, batch: Batch) -> Tuple[Sums, Optional[PyTree]]:
     logits, _ = self.apply_model(state.params, state.model_state, batch["inputs"], False)

@@ -26,7 +26,7 @@ from research.core.config import ConfigError
 from research.core.registry import TASKS
 from research.data import preprocess
 from research.evaluation import classification as cls_eval
-from research.tasks.base import Batch, PyTree, Sums, Task
+from research.tasks.base import Batch, PyTree, Sums, Task, weighted_mean
 from research.viz.grid import image_grid, to_uint8
 
 
@@ -176,20 +176,23 @@ class ClassificationTask(Task):
     return {"image": self._normalize(image), "label": np.int32(example[self.cfg.label_key])}
 
   # --- device-side steps ---
-  def loss_fn(self, params: PyTree, model_state: PyTree, batch: Batch, rng: jax.Array
-              ) -> Tuple[jax.Array, Tuple[Dict[str, jax.Array], PyTree]]:
-    out, new_state = self.apply_model(params, model_state, batch["image"], True, rng)
-    logits = out["logits"] if isinstance(out, dict) else out
+  def loss(self, outputs: Any, batch: Batch, example_weights: jax.Array
+           ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """Cross-entropy per example (label-smoothed) against batch['label'] int [N]; outputs: logits
+    [N, C], or {'logits', 'aux*'} with auxiliary heads' logits (GoogLeNet), whose losses add
+    aux_loss_weight times theirs (metric 'main_loss' without them). Metric: 'accuracy'."""
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs
     labels = batch["label"]
-    loss = softmax_cross_entropy(logits, labels, self.cfg.label_smoothing).mean()
-    metrics = {"accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
-    if isinstance(out, dict):
-      aux = [softmax_cross_entropy(v, labels, self.cfg.label_smoothing).mean()
-             for k, v in sorted(out.items()) if k.startswith("aux")]
+    smoothing = self.cfg.label_smoothing
+    loss = weighted_mean(softmax_cross_entropy(logits, labels, smoothing), example_weights)
+    metrics = {"accuracy": weighted_mean(jnp.argmax(logits, -1) == labels, example_weights)}
+    if isinstance(outputs, dict):
+      aux = [weighted_mean(softmax_cross_entropy(v, labels, smoothing), example_weights)
+             for k, v in sorted(outputs.items()) if k.startswith("aux")]
       if aux:
         metrics["main_loss"] = loss
         loss = loss + self.cfg.aux_loss_weight * sum(aux)
-    return loss, (metrics, new_state)
+    return loss, metrics
 
   def eval_step(self, state, batch: Batch) -> Tuple[Sums, Optional[PyTree]]:
     out, _ = self.apply_model(state.params, state.model_state, batch["image"], False)

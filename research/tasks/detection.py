@@ -22,7 +22,7 @@ from ml_collections import ConfigDict
 from research.core.registry import TASKS
 from research.data import preprocess
 from research.evaluation import detection as det_eval
-from research.tasks.base import Batch, PyTree, Sums, Task
+from research.tasks.base import Batch, PyTree, Sums, Task, weighted_mean
 from research.tasks.segmentation import IMAGENET_MEAN, IMAGENET_STD
 from research.viz.boxes import draw_boxes
 from research.viz.grid import image_grid, to_uint8
@@ -110,14 +110,24 @@ class DetectionTask(Task):
     return self._prepare(example, None)
 
   # --- device-side steps ---
-  def loss_fn(self, params, model_state, batch: Batch, rng: jax.Array):
+  def train_outputs(self, params: PyTree, model_state: PyTree, batch: Batch, rng: jax.Array
+                    ) -> Tuple[Dict[str, jax.Array], PyTree]:
     targets = {"boxes": batch["boxes"], "labels": batch["labels"], "valid": batch["box_valid"]}
-    losses, new_state = self.model.apply({"params": params, **model_state}, batch["image"], train=True,
-                                         targets=targets, rngs={"sampling": rng},
-                                         mutable=list(model_state.keys()))
+    return self.model.apply({"params": params, **model_state}, batch["image"], train=True,
+                            targets=targets, rngs={"sampling": rng}, mutable=list(model_state.keys()))
+
+  def loss(self, outputs: Dict[str, jax.Array], batch: Batch, example_weights: jax.Array
+           ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """sum_k loss_weights[k] * L_k over the four losses LOSS_NAMES of the model's training outputs.
+
+    outputs[k]: per example [N] (the multi-task model's per-image head), averaged with the weights;
+    or already reduced over the batch [] (FasterRCNN: sampled anchors and RoIs of the whole batch
+    share one normalizer, as in torchvision), used as it is: the weights are then all 1.
+    Metrics: the four losses."""
+    parts = {name: outputs[name] if outputs[name].ndim == 0 else weighted_mean(outputs[name], example_weights)
+             for name in LOSS_NAMES}
     weights = self.cfg.loss_weights
-    total = sum(float(weights[name]) * losses[name] for name in LOSS_NAMES)
-    return total, (dict(losses), new_state)
+    return sum(float(weights[name]) * parts[name] for name in LOSS_NAMES), parts
 
   def predict(self, state, batch: Batch) -> Dict[str, jax.Array]:
     out, _ = self.apply_model(state.params, state.model_state, batch["image"], False)

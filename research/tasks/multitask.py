@@ -52,13 +52,12 @@ from ml_collections import ConfigDict
 from research.core.config import ConfigError
 from research.core.registry import TASKS
 from research.data import datasets, mixture, preprocess
-from research.data.preprocess import Vocabulary
 from research.models.multitask import HEADS
 from research.tasks.base import Batch, PyTree, Sums, Task
-from research.tasks.captioning import CaptioningTask, masked_cross_entropy
-from research.tasks.classification import ClassificationTask, softmax_cross_entropy
-from research.tasks.detection import LOSS_NAMES, DetectionTask
-from research.tasks.segmentation import IMAGENET_MEAN, IMAGENET_STD, SegmentationTask, pixel_cross_entropy
+from research.tasks.captioning import CaptioningTask
+from research.tasks.classification import ClassificationTask
+from research.tasks.detection import DetectionTask
+from research.tasks.segmentation import IMAGENET_MEAN, IMAGENET_STD, SegmentationTask
 
 # Set once for all heads by the multi-task config (task.<key>), not per head.
 SHARED_KEYS = ("image_size", "mean", "std", "augment")
@@ -124,11 +123,6 @@ class Member(NamedTuple):
   eval_split: str
   weight: float
   heads: Tuple[str, ...]
-
-
-def _masked_mean(values: jax.Array, has: jax.Array) -> jax.Array:
-  """Mean of values [N] over the examples with has > 0 (0 when there are none)."""
-  return jnp.sum(jnp.where(has > 0, values, 0.0) * has) / jnp.maximum(has.sum(), 1.0)
 
 
 def _validated(source: Any, name: str) -> Any:
@@ -357,42 +351,30 @@ class MultiTaskTask(Task):
                               mutable=list(model_state.keys()))
     return self.model.apply(variables, images, train=False, targets=targets), model_state
 
-  def _head_loss(self, head: str, out: Any, batch: Batch) -> Tuple[jax.Array, Dict[str, jax.Array]]:
-    """(L_t over the examples with the head's labels, the head's training metrics)."""
-    cfg, has = self.head_tasks[head].cfg, batch[f"has_{head}"]
-    if head == "classification":
-      labels = batch["classification/label"]
-      loss = _masked_mean(softmax_cross_entropy(out, labels, cfg.label_smoothing), has)
-      return loss, {"accuracy": _masked_mean((jnp.argmax(out, -1) == labels).astype(jnp.float32), has)}
-    if head == "detection":
-      parts = {name: _masked_mean(out[name], has) for name in LOSS_NAMES}
-      return sum(float(cfg.loss_weights[name]) * parts[name] for name in LOSS_NAMES), parts
-    if head == "segmentation":
-      labels = jnp.where(has[:, None, None] > 0, batch["segmentation/segmentation"], cfg.ignore_label)
-      valid = labels != cfg.ignore_label
-      accuracy = jnp.sum((jnp.argmax(out, -1) == labels) * valid) / jnp.maximum(valid.sum(), 1)
-      return pixel_cross_entropy(out, labels, cfg.ignore_label), {"pixel_accuracy": accuracy}
-    targets = batch["captioning/tokens"][:, 1:]
-    weights = (targets != Vocabulary.PAD) & (has[:, None] > 0)
-    total, count = masked_cross_entropy(out["logits"], targets, weights)
-    accuracy = jnp.sum((jnp.argmax(out["logits"], -1) == targets) * weights) / jnp.maximum(count, 1.0)
-    return total / jnp.maximum(count, 1.0), {"word_accuracy": accuracy}
+  def train_outputs(self, params, model_state, batch: Batch, rng: jax.Array) -> Tuple[Dict[str, Any], PyTree]:
+    return self.apply_model(params, model_state, (batch["image"], self._targets(batch, True)), True, rng)
 
-  def loss_fn(self, params, model_state, batch: Batch, rng: jax.Array):
-    out, new_state = self.apply_model(params, model_state, (batch["image"], self._targets(batch, True)), True, rng)
+  def loss(self, outputs: Dict[str, Any], batch: Batch, example_weights: jax.Array
+           ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """(sum_t w_t L_t, or with uncertainty weighting sum_t exp(-s_t) w_t L_t + s_t; metrics).
+
+    outputs: the joint model's training outputs {head: its outputs, 'log_variance': [T]}. L_t and
+    the head's metrics are its single task's `loss` on the head's outputs and the head's view of the
+    batch, each example weighted by has_<head> times example_weights [N]."""
     total, metrics = jnp.zeros((), jnp.float32), {}
     for i, head in enumerate(self.cfg.heads):
-      loss, head_metrics = self._head_loss(head, out[head], batch)
       has = batch[f"has_{head}"]
+      weights = has * example_weights
+      loss, head_metrics = self.head_tasks[head].loss(outputs[head], self._head_batch(batch, head), weights)
       term = float(self.cfg.weights[head]) * loss
       if self.cfg.loss_weighting == "uncertainty":
-        log_var = out["log_variance"][i]
-        term = jnp.where(has.sum() > 0, jnp.exp(-log_var) * term + log_var, 0.0)
+        log_var = outputs["log_variance"][i]
+        term = jnp.where(weights.sum() > 0, jnp.exp(-log_var) * term + log_var, 0.0)
         metrics[f"{head}/log_variance"] = log_var
       total = total + term
       metrics.update({f"{head}/loss": loss, f"{head}/labeled": has.mean(),
                       **{f"{head}/{k}": v for k, v in head_metrics.items()}})
-    return total, (metrics, new_state)
+    return total, metrics
 
   def _head_batch(self, batch: Dict[str, Any], head: str, image: Any = None) -> Dict[str, Any]:
     """The single task's view of a batch: its entries unprefixed, 'mask' limited to the examples

@@ -25,7 +25,7 @@ from research.core.config import ConfigError
 from research.core.registry import TASKS
 from research.data import preprocess
 from research.evaluation import segmentation as seg_eval
-from research.tasks.base import Batch, PyTree, Sums, Task
+from research.tasks.base import Batch, PyTree, Sums, Task, weighted_mean
 from research.viz.grid import image_grid, to_uint8
 from research.viz.masks import colorize, overlay
 
@@ -33,14 +33,22 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def pixel_cross_entropies(logits: jax.Array, labels: jax.Array, ignore_label: int = 255
+                          ) -> Tuple[jax.Array, jax.Array]:
+  """(cross-entropy per pixel [N, H, W], valid [N, H, W]: the label is not `ignore_label`).
+
+  logits [N, H, W, C], labels int [N, H, W]; an ignored pixel's cross-entropy is against class 0."""
+  valid = labels != ignore_label
+  safe = jnp.where(valid, labels, 0)
+  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe), valid
+
+
 def pixel_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_label: int = 255) -> jax.Array:
   """Mean cross-entropy over pixels whose label is not `ignore_label` (as torch's ignore_index).
 
   logits [N, H, W, C], labels int [N, H, W]."""
-  valid = labels != ignore_label
-  safe = jnp.where(valid, labels, 0)
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe)
-  return jnp.sum(ce * valid) / jnp.maximum(valid.sum(), 1)
+  ce, valid = pixel_cross_entropies(logits, labels, ignore_label)
+  return weighted_mean(ce, valid)
 
 
 def random_rescale(example: Dict[str, Any], rng: np.random.Generator,
@@ -159,17 +167,23 @@ class SegmentationTask(Task):
     return self._finish(example)
 
   # --- device-side steps ---
-  def loss_fn(self, params, model_state, batch: Batch, rng: jax.Array):
-    out, new_state = self.apply_model(params, model_state, batch["image"], True, rng)
-    logits = out["logits"] if isinstance(out, dict) else out
+  def loss(self, outputs: Any, batch: Batch, example_weights: jax.Array
+           ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """Cross-entropy per pixel against batch['segmentation'] int [N, H, W], over the pixels not
+    labeled ignore_label; outputs: logits [N, H, W, C], or {'logits', 'aux'} with an auxiliary
+    head's logits, whose loss adds aux_loss_weight times its own (metric 'main_loss' without it).
+    Metric: 'pixel_accuracy'."""
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs
     labels = batch["segmentation"]
-    loss = pixel_cross_entropy(logits, labels, self.cfg.ignore_label)
-    valid = labels != self.cfg.ignore_label
-    metrics = {"pixel_accuracy": jnp.sum((jnp.argmax(logits, -1) == labels) * valid) / jnp.maximum(valid.sum(), 1)}
-    if isinstance(out, dict) and "aux" in out:
+    ce, valid = pixel_cross_entropies(logits, labels, self.cfg.ignore_label)
+    weights = valid * example_weights[:, None, None]
+    loss = weighted_mean(ce, weights)
+    metrics = {"pixel_accuracy": weighted_mean(jnp.argmax(logits, -1) == labels, weights)}
+    if isinstance(outputs, dict) and "aux" in outputs:
       metrics["main_loss"] = loss
-      loss = loss + self.cfg.aux_loss_weight * pixel_cross_entropy(out["aux"], labels, self.cfg.ignore_label)
-    return loss, (metrics, new_state)
+      aux, _ = pixel_cross_entropies(outputs["aux"], labels, self.cfg.ignore_label)
+      loss = loss + self.cfg.aux_loss_weight * weighted_mean(aux, weights)
+    return loss, metrics
 
   def eval_step(self, state, batch: Batch) -> Tuple[Sums, Optional[PyTree]]:
     out, _ = self.apply_model(state.params, state.model_state, batch["image"], False)

@@ -249,7 +249,7 @@ def _input_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec: _Spe
   """dL/dx [N, H, W, C_in] from dy [N, H', W', C_out]."""
   cin, cout = x.shape[3], kernel.shape[3]
   if spec.native and cin > 1:
-    scatter = native_cpu.scatter_floats(kernel.shape[:2], cin, spec.dilation[1]) <= native_cpu.MAX_SCATTER_FLOATS
+    scatter = native_cpu.scatter_fits(kernel.shape[:2], cin, spec.dilation[1])
     if scatter and (spec.strides != (1, 1) or cin < _NATIVE_INPUT_GRAD_MIN_CHANNELS):
       return _native_grad(native_cpu.input_grad, x, dy, kernel, x.shape[1:3], spec.strides, spec.pads,
                           spec.dilation)

@@ -44,6 +44,8 @@ from jax import lax
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from research.models import manual_axes
+
 CACHE_ENV_VAR = "RESEARCH_NATIVE_CACHE"
 ISA_ENV_VAR = "RESEARCH_NATIVE_ISA"
 ISAS = ("native", "avx2", "avx512")
@@ -304,16 +306,6 @@ _kernel_grad_op.def_partition(partition=_kernel_grad_partition, infer_sharding_f
                               need_replication_factors=("h", "w", "c", "a", "b", "k", "i", "j"))
 
 
-def _varying_axes(a: jnp.ndarray) -> frozenset:
-  """The manual (shard_map) mesh axes `a` varies over, from its abstract value: `vma` (jax 0.6-0.9
-  and 0.11+), `manual_axis_type.varying` (jax 0.10). Neither is in JAX's API reference, so
-  `_missing_jax_api` checks once that one of them exists; else the native path is not used."""
-  aval = jax.typeof(a)
-  if hasattr(aval, "vma"):
-    return frozenset(aval.vma)
-  return frozenset(aval.manual_axis_type.varying)
-
-
 def _missing_jax_api() -> Optional[str]:
   """What this module needs from JAX and this version lacks (None: nothing): the FFI, pcast, and
   an abstract value's varying manual axes (the result of an FFI call inside shard_map is marked
@@ -322,18 +314,9 @@ def _missing_jax_api() -> Optional[str]:
     return "jax.ffi (ffi_call, register_ffi_target, pycapsule, include_dir)"
   if not hasattr(lax, "pcast"):
     return "jax.lax.pcast"
-  aval = jax.typeof(jnp.zeros(()))
-  if not (hasattr(aval, "vma") or hasattr(getattr(aval, "manual_axis_type", None), "varying")):
+  if not manual_axes.has_varying_axes():
     return "an abstract value's varying manual axes (`vma` or `manual_axis_type.varying`)"
   return None
-
-
-def match_varying(cotangent: jnp.ndarray, primal: jnp.ndarray) -> jnp.ndarray:
-  """`cotangent` summed over the manual mesh axes it varies over and `primal` does not (inside
-  shard_map, a replicated parameter's gradient is the sum of every shard's), as autodiff of a
-  plain convolution would."""
-  extra = tuple(sorted(_varying_axes(cotangent) - _varying_axes(primal)))
-  return lax.psum(cotangent, extra) if extra else cotangent
 
 
 def _call(op: Callable[..., jnp.ndarray], call: Callable[..., jnp.ndarray], a: jnp.ndarray, b: jnp.ndarray,
@@ -341,7 +324,7 @@ def _call(op: Callable[..., jnp.ndarray], call: Callable[..., jnp.ndarray], a: j
   """op(a, b, *static) (the custom-partitioned call), or inside shard_map -- where operands vary
   over manual mesh axes and there is nothing to partition -- the plain call, its result marked as
   varying over the operands' axes (an FFI call's result carries no such type)."""
-  axes = tuple(sorted(_varying_axes(a) | _varying_axes(b)))
+  axes = tuple(sorted(manual_axes.varying_axes(a) | manual_axes.varying_axes(b)))
   if not axes:
     return op(a, b, *static)
   return lax.pcast(call(a, b, *static), axes, to="varying")

@@ -3,7 +3,7 @@
 Inside `jax.shard_map` every value's type records the manual mesh axes it varies over; a
 custom_vjp's cotangent must vary over the same axes as its primal (a replicated parameter's
 gradient is the sum of every shard's). JAX keeps that set on the abstract value as `vma` (jax
-0.6-0.9, 0.11+) or `manual_axis_type.varying` (jax 0.10); neither is in JAX's API reference, so
+0.6-0.9) or `manual_axis_type.varying` (jax 0.10-0.12); neither is in JAX's API reference, so
 both are read here, in one place, and `has_varying_axes()` says whether this JAX has either.
 """
 from __future__ import annotations

@@ -31,6 +31,7 @@ import logging
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -49,6 +50,8 @@ from research.models import manual_axes
 CACHE_ENV_VAR = "RESEARCH_NATIVE_CACHE"
 ISA_ENV_VAR = "RESEARCH_NATIVE_ISA"
 ISAS = ("native", "avx2", "avx512")
+# Compiling takes about 15 s on an idle 2-core machine; much longer when its cores are shared.
+_BUILD_TIMEOUT_S = 900
 SOURCE = Path(__file__).parent / "native" / "cpu_kernels.cc"
 _TARGETS = {"research_conv_forward": "ResearchConvForward",
             "research_conv_kernel_grad": "ResearchConvKernelGrad",
@@ -123,9 +126,16 @@ def _build(path: Path) -> None:
   fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
   os.close(fd)
   try:
-    result = subprocess.run(_compile_command(Path(tmp)), capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
-      raise RuntimeError(f"compiling {SOURCE.name} failed:\n{result.stderr[-2000:]}")
+    # Its own process group, so that a timeout stops the compiler proper (cc1plus) too.
+    with subprocess.Popen(_compile_command(Path(tmp)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as compiler:
+      try:
+        _, stderr = compiler.communicate(timeout=_BUILD_TIMEOUT_S)
+      except subprocess.TimeoutExpired:
+        os.killpg(compiler.pid, signal.SIGKILL)
+        raise
+    if compiler.returncode != 0:
+      raise RuntimeError(f"compiling {SOURCE.name} failed:\n{stderr[-2000:]}")
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):

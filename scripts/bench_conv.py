@@ -170,6 +170,8 @@ def main() -> None:
   print(f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}), "
         f"{os.cpu_count()} CPUs{torch_note}; milliseconds, best of {args.reps}")
   impls = ["xla", "cpu"] + (["native"] if native_cpu.available() else [])
+  if native_cpu.available():
+    print(f"native kernels: {native_cpu.isa()} build ({native_cpu.ISA_ENV_VAR}), {native_cpu.lanes()}-float vectors")
   header = f"{'layer':22s} {'op':6s}" + "".join(f" {impl:>9s}" for impl in impls) + f" {'xla/' + impls[-1]:>11s}"
   if torch_note and "not installed" not in torch_note:
     header += f" {'torch':>9s} {'torch/' + impls[-1]:>12s}"

@@ -8,7 +8,9 @@
 #
 #   bash scripts/cpu_benchmark.sh [torch|zoo|all]     # default all; the table goes to stdout
 #
-# Run it on a quiet machine: every other process on the cores shows up in the figures.
+# Ours and PyTorch's steps are timed in alternation in one process (benchmark.py --rounds, medians).
+# The header says the CPU, its vector instruction sets, the native kernel build
+# ($RESEARCH_NATIVE_ISA), $RESEARCH_CONV_IMPL and the load average. Run it on a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL=2 PYTHONUNBUFFERED=1
@@ -29,6 +31,13 @@ run() {
   torch=$(echo "$out" | sed -n 's/^pytorch eager reference: \([0-9.]*\) ms\/step; ratio torch\/ours = \([0-9.]*\)/\1 | \2/p')
   echo "| $model | $input | $ms | $compile${torch:+ | $torch} |"
 }
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+isa=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx|avx2|avx512f|avx512bw|avx512_bf16|fma)$' | tr '\n' ' ')
+echo "CPU: ${cpu:-unknown} ($(nproc) cores); vector ISA: ${isa:-none listed}"
+echo "native build: RESEARCH_NATIVE_ISA=${RESEARCH_NATIVE_ISA:-native}; RESEARCH_CONV_IMPL=${RESEARCH_CONV_IMPL:-auto};" \
+  "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
 
 if [[ $WHAT == torch || $WHAT == all ]]; then
   echo "| model | input | ours ms/step | compile s | PyTorch eager ms/step | ratio torch/ours |"

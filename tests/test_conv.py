@@ -8,6 +8,12 @@ different kernels.
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -18,9 +24,11 @@ import pytest
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from research.models import conv as conv_lib
-from research.models import native_cpu
+from research.models import cpu_dispatch, native_cpu
 from research.models.conv import Conv, conv2d
+
+# The CPU paths; on GPU/TPU every layer is plain XLA (test_other_backends_never_import_the_native_path).
+pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="CPU convolution paths")
 
 # name: (input [N, H, W, C_in], (kh, kw), C_out, strides, padding, dilation, groups)
 CASES = {
@@ -126,23 +134,18 @@ def test_bf16_cpu_paths_match_f32_reference(name: str):
       assert error <= max(1.5 * xla_error, 0.01 * np.abs(r).max())
 
 
-def test_cpu_path_never_uses_ynnpack():
-  """Speed guard: the whole point of the CPU path is that XLA:CPU runs these convolutions with Eigen."""
+def test_cpu_plan_avoids_the_plain_convolution_above_16_channels():
+  """The XLA-only CPU path's rules: row-dilated forms (lhs_dilation (2, 1), which XLA:CPU runs with
+  Eigen's multi-threaded convolution) above 16 channels, plain convolutions of 16-image chunks
+  for the kernel gradient at <= 16 channels."""
   x, kernel = jnp.ones((4, 8, 8, 32)), jnp.ones((3, 3, 32, 32))
-
-  def loss(x_, k_):
-    return jnp.sum(conv2d(conv2d(x_, k_, 1, 1, impl="cpu"), k_, 2, 1, impl="cpu"))
-
-  hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, kernel).compile().as_text()
-  assert "convolution(" in hlo
-  assert not _ynn_convolutions(hlo)
-  # <= 16 channels, batch 40 (the kernel gradient's feature dimension): chunked plain convolutions.
-  small_x, small_kernel = jnp.ones((40, 8, 8, 16)), jnp.ones((3, 3, 16, 16))
-  hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(small_x, small_kernel).compile().as_text()
-  assert not _ynn_convolutions(hlo)
-  # The guard itself: plain XLA hands this convolution to YNNPACK.
-  hlo = jax.jit(lambda x_, k_: conv2d(x_, k_, 1, 1, impl="xla")).lower(x, kernel).compile().as_text()
-  assert _ynn_convolutions(hlo)
+  jaxpr = str(jax.make_jaxpr(jax.grad(lambda x_, k_: jnp.sum(conv2d(x_, k_, 1, 1, impl="cpu")),
+                                      argnums=(0, 1)))(x, kernel))
+  assert jaxpr.count("lhs_dilation=(2, 1)") == 3  # forward, input gradient, kernel gradient
+  assert cpu_dispatch.conv_plan((40, 8, 8, 16), (3, 3, 16, 16), (1, 1), (1, 1), 1, "cpu") == \
+      cpu_dispatch.ConvPlan("xla", "xla", "chunked")
+  assert cpu_dispatch.conv_plan((4, 8, 8, 1), (5, 5, 1, 6), (1, 1), (1, 1), 1, "cpu").forward == "tap_sum"
+  assert cpu_dispatch.conv_plan((4, 8, 8, 32), (1, 1, 32, 64), (2, 2), (1, 1), 1, "native").forward == "matmul"
 
 
 def test_native_path_runs_no_xla_convolution():
@@ -159,31 +162,95 @@ def test_native_path_runs_no_xla_convolution():
 def test_native_errors_name_the_problem(monkeypatch):
   monkeypatch.setattr(native_cpu, "_load", lambda: "no compiler")
   with pytest.raises(RuntimeError, match="native.*no compiler"):
-    conv_lib.resolve_impl("native")
-  monkeypatch.delenv(conv_lib.IMPL_ENV_VAR, raising=False)
-  assert conv_lib.resolve_impl() == ("cpu" if jax.default_backend() == "cpu" else "xla")
-
-
-def _ynn_convolutions(hlo: str) -> list[str]:
-  """YNNPACK fusions (XLA:CPU `__ynn_fusion`) in compiled HLO text that compute a convolution
-  (YNNPACK matmuls, e.g. `_materialized`'s, are fine)."""
-  return [line for line in hlo.splitlines() if '"__ynn_fusion"' in line and "conv_general_dilated" in line]
+    cpu_dispatch.resolve_impl("native")
+  monkeypatch.delenv(cpu_dispatch.IMPL_ENV_VAR, raising=False)
+  assert cpu_dispatch.resolve_impl() == ("cpu" if jax.default_backend() == "cpu" else "xla")
 
 
 def test_impl_resolution(monkeypatch):
-  monkeypatch.delenv(conv_lib.IMPL_ENV_VAR, raising=False)
-  assert conv_lib.resolve_impl() == ("native" if jax.default_backend() == "cpu" else "xla")
-  assert conv_lib.resolve_impl("xla") == "xla"
-  monkeypatch.setenv(conv_lib.IMPL_ENV_VAR, "xla")
-  assert conv_lib.resolve_impl() == "xla"
-  assert conv_lib.resolve_impl("cpu") == "cpu"
+  monkeypatch.delenv(cpu_dispatch.IMPL_ENV_VAR, raising=False)
+  assert cpu_dispatch.resolve_impl() == ("native" if jax.default_backend() == "cpu" else "xla")
+  assert cpu_dispatch.resolve_impl("xla") == "xla"
+  monkeypatch.setenv(cpu_dispatch.IMPL_ENV_VAR, "xla")
+  assert cpu_dispatch.resolve_impl() == "xla"
+  assert cpu_dispatch.resolve_impl("cpu") == "cpu"
+  with cpu_dispatch.forced_impl("cpu"):  # above the environment, below the argument
+    assert cpu_dispatch.resolve_impl() == "cpu"
+    assert cpu_dispatch.resolve_impl("xla") == "xla"
+  assert cpu_dispatch.resolve_impl() == "xla"
   x, kernel = jnp.ones((1, 6, 6, 32)), jnp.ones((3, 3, 32, 32))
   assert "lhs_dilation=(1, 1)" in str(jax.make_jaxpr(lambda a, b: conv2d(a, b))(x, kernel))
-  monkeypatch.setenv(conv_lib.IMPL_ENV_VAR, "cpu")
+  monkeypatch.setenv(cpu_dispatch.IMPL_ENV_VAR, "cpu")
   assert "lhs_dilation=(2, 1)" in str(jax.make_jaxpr(lambda a, b: conv2d(a, b))(x, kernel))
-  monkeypatch.setenv(conv_lib.IMPL_ENV_VAR, "cuda")
+  monkeypatch.setenv(cpu_dispatch.IMPL_ENV_VAR, "cuda")
   with pytest.raises(ValueError, match="cuda"):
-    conv_lib.resolve_impl()
+    cpu_dispatch.resolve_impl()
+
+
+def test_decisions_record_each_layer():
+  x, kernel = jnp.ones((3, 7, 7, 8)), jnp.ones((3, 3, 8, 40))
+  jax.eval_shape(lambda a, b: conv2d(a, b, 2, 1, impl="native"), x, kernel)
+  record = json.loads(json.dumps(cpu_dispatch.decisions()))
+  assert record["jax"] == jax.__version__ and record["rules_version"] == cpu_dispatch.RULES_VERSION
+  assert record["native_build"]["vector_floats"] == native_cpu.lanes()
+  plan = record["convolutions"]["conv 3x3 stride 2x2 dilation 1x1 groups 1 8->40 at 7x7 batch 3 (native)"]
+  assert plan == cpu_dispatch.ConvPlan("native", "native_scatter", "native")._asdict()
+  assert "native" in record["families"]
+
+
+def _run_python(code: str, **env: str) -> str:
+  """stdout of `code` in a fresh interpreter with this tree first on the path and `env` set."""
+  root = Path(__file__).resolve().parents[1]
+  environ = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", **env}
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stdout
+
+
+def test_other_backends_never_import_the_native_path():
+  """With a GPU/TPU backend, tracing a model's training step imports nothing of the native path."""
+  out = _run_python(textwrap.dedent("""
+      import sys, jax, jax.numpy as jnp
+      jax.default_backend = lambda: "gpu"
+      from research.models import cpu_dispatch
+      from research.models.classifiers.resnet import ResNet
+      model = ResNet(stage_sizes=(1, 1), width=16, num_classes=10, small_inputs=True)
+      x = jnp.ones((2, 16, 16, 3))
+      variables = jax.eval_shape(lambda x_: model.init(jax.random.key(0), x_, train=False), x)
+      loss = lambda p, v: model.apply({**v, "params": p}, x, train=True, mutable=["batch_stats"])[0].sum()
+      jax.eval_shape(lambda v: jax.grad(loss)(v["params"], v), variables)
+      print(cpu_dispatch.resolve_impl(), "research.models.native_cpu" in sys.modules)
+      """))
+  assert out.split() == ["xla", "False"]
+
+
+@pytest.mark.skipif("avx2" not in open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else True,
+                    reason="x86 CPU with AVX2 only")
+def test_avx2_build_matches_xla():
+  """The AVX2 variant (8-float vectors, 16 registers; on an AVX-512 machine built with
+  -mno-avx512f) equals lax.conv_general_dilated on a few shapes: values and both gradients."""
+  out = _run_python(textwrap.dedent("""
+      import jax, jax.numpy as jnp, numpy as np
+      from jax import lax
+      from research.models import native_cpu
+      from research.models.conv import conv2d
+      assert native_cpu.available(), native_cpu.unavailable_reason()
+      rng = np.random.default_rng(0)
+      worst = 0.0
+      for (n, h, c, k, size, stride) in ((2, 9, 6, 16, 5, 1), (3, 10, 20, 24, 3, 1), (2, 9, 16, 40, 3, 2)):
+        x = jnp.asarray(rng.standard_normal((n, h, h, c)), jnp.float32)
+        w = jnp.asarray(rng.standard_normal((size, size, c, k)), jnp.float32)
+        def both(impl):
+          f = lambda x_, w_: conv2d(x_, w_, stride, "SAME", impl=impl)
+          y, vjp = jax.vjp(f, x, w)
+          return (y, *vjp(jnp.cos(y)))
+        for a, e in zip(jax.jit(lambda: both("native"))(), jax.jit(lambda: both("xla"))()):
+          worst = max(worst, float(jnp.abs(a - e).max() / jnp.abs(e).max()))
+      print(native_cpu.lanes(), native_cpu.library_path().name.split("_")[2], worst)
+      """), RESEARCH_NATIVE_ISA="avx2")
+  lanes, variant, worst = out.split()
+  assert (lanes, variant) == ("8", "avx2")
+  assert float(worst) < 1e-5
 
 
 class _TwoConvs(nn.Module):

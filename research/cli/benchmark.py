@@ -6,7 +6,9 @@
 
 With torch installed (the [dev] extra), the same run times a PyTorch eager reference of the model
 (research/benchmarks/torch_reference.py: same layers, same batch, SGD with momentum) and prints the ratio
-torch time / our time (>= 1 means we are faster).
+torch time / our time (>= 1 means we are faster). The two are timed in alternation, --rounds times
+in one process (each round: --steps of ours, then as many of PyTorch's), and the medians are
+compared, so a change of the machine's load affects both alike.
 
 Prints the compile time of the train step, then steps/s and examples/s measured after compilation
 and warm-up, for (a) one device-resident batch reused every step (the step alone, i.e. synthetic
@@ -48,6 +50,7 @@ _TRACE_DIR = flags.DEFINE_string("trace_dir", None, "Write a jax.profiler trace 
                                   "--trace_steps device-resident steps, after the timing, to this folder.")
 _TRACE_STEPS = flags.DEFINE_integer("trace_steps", 3, "Steps in the --trace_dir profile.")
 _PIPELINE = flags.DEFINE_bool("input_pipeline", True, "Also time the step fed by the real input pipeline.")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating timing rounds of ours and PyTorch's step (medians).")
 _TORCH = flags.DEFINE_bool("torch", True, "Also time a PyTorch eager reference of the same model "
                            "and batch (when torch is installed and has the model).")
 flags.mark_flags_as_required(["config"])
@@ -75,8 +78,8 @@ def step_flops(lowered) -> float:
   return float((cost or {}).get("flops", 0.0))
 
 
-def _time_steps(step, state, accum, batches, n: int):
-  for _ in range(_WARMUP.value):
+def _time_steps(step, state, accum, batches, n: int, warmup: int):
+  for _ in range(warmup):
     state, accum = step(state, accum, next(batches))
   jax.block_until_ready(state)
   start = time.perf_counter()
@@ -86,8 +89,9 @@ def _time_steps(step, state, accum, batches, n: int):
   return time.perf_counter() - start, state, accum
 
 
-def _torch_step_seconds(model_name: str, task, batch) -> float | None:
-  """Seconds per training step of the PyTorch eager reference, or None if unavailable."""
+def _torch_step(model_name: str, task, batch):
+  """(a function timing n steps of the PyTorch eager reference, in seconds per step) after its
+  warm-up, or None if unavailable."""
   try:
     import torch
     from research.benchmarks import torch_reference
@@ -113,11 +117,14 @@ def _torch_step_seconds(model_name: str, task, batch) -> float | None:
 
   for _ in range(_WARMUP.value):
     step()
-  n = max(5, _STEPS.value // 2)
-  start = time.perf_counter()
-  for _ in range(n):
-    step()
-  return (time.perf_counter() - start) / n
+
+  def seconds_per_step(n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+      step()
+    return (time.perf_counter() - start) / n
+
+  return seconds_per_step
 
 
 def main(argv):
@@ -154,13 +161,21 @@ def main(argv):
       while True:
         yield fixed
 
-    seconds, state, accum = _time_steps(step, trainer.state, accum, same_batch(), _STEPS.value)
-    print(f"step only (device-resident batch): {_STEPS.value / seconds:.2f} steps/s, "
-          f"{_STEPS.value * batch / seconds:.0f} examples/s, {1000 * seconds / _STEPS.value:.2f} ms/step")
-    ours = seconds / _STEPS.value
+    torch_step = _torch_step(config.model.name, trainer.task, fixed) if _TORCH.value else None
+    ours_rounds, torch_rounds, state = [], [], trainer.state
+    for round_ in range(max(1, _ROUNDS.value)):
+      seconds, state, accum = _time_steps(step, state, accum, same_batch(), _STEPS.value,
+                                          _WARMUP.value if round_ == 0 else 0)
+      ours_rounds.append(seconds / _STEPS.value)
+      if torch_step is not None:
+        torch_rounds.append(torch_step(_STEPS.value))
+    ours = float(np.median(ours_rounds))
+    print(f"step only (device-resident batch): {1 / ours:.2f} steps/s, {batch / ours:.0f} examples/s, "
+          f"{1000 * ours:.2f} ms/step")
+    print("rounds ours ms/step: " + " ".join(f"{1000 * t:.1f}" for t in ours_rounds))
     if _TRACE_DIR.value:
       with jax.profiler.trace(_TRACE_DIR.value, create_perfetto_trace=True):
-        _time_steps(step, state, accum, same_batch(), _TRACE_STEPS.value)
+        _time_steps(step, state, accum, same_batch(), _TRACE_STEPS.value, 0)
       print(f"profile of {_TRACE_STEPS.value} steps written under {_TRACE_DIR.value}")
     flops = step_flops(trainer.lowered_train_step) or _FLOPS.value * 1e9 * batch
     if not flops:
@@ -170,14 +185,13 @@ def main(argv):
       achieved = flops / ours / 1e12
       mfu = f", MFU {100 * achieved / (peak * jax.device_count()):.1f}% of {peak:g} TFLOP/s x {jax.device_count()}" if peak else ""
       print(f"step FLOPs {flops / 1e9:.1f} GFLOP (XLA cost analysis): {achieved:.1f} TFLOP/s{mfu}")
-    if _TORCH.value:
-      torch_step = _torch_step_seconds(config.model.name, trainer.task, fixed)
-      if torch_step is not None:
-        print(f"pytorch eager reference: {1000 * torch_step:.2f} ms/step; "
-              f"ratio torch/ours = {torch_step / ours:.2f}")
+    if torch_rounds:
+      theirs = float(np.median(torch_rounds))
+      print("rounds torch ms/step: " + " ".join(f"{1000 * t:.1f}" for t in torch_rounds))
+      print(f"pytorch eager reference: {1000 * theirs:.2f} ms/step; ratio torch/ours = {theirs / ours:.2f}")
     if _PIPELINE.value:
       batches = parallel.prefetch_to_device(train_iter, trainer.mesh, config.dataset.prefetch_batches)
-      seconds, _, _ = _time_steps(step, state, accum, batches, _STEPS.value)
+      seconds, _, _ = _time_steps(step, state, accum, batches, _STEPS.value, _WARMUP.value)
       print(f"with input pipeline: {_STEPS.value / seconds:.2f} steps/s, "
             f"{_STEPS.value * batch / seconds:.0f} examples/s "
             f"({100 * ours * _STEPS.value / seconds:.0f}% of the step-only rate)")

@@ -17,7 +17,7 @@ flag --xla_cpu_experimental_ynn_fusion_type=-individual_convolution, must be set
 and applies to a whole process; this layer needs no flag.)
 
 What the XLA-only CPU path ("cpu") computes, per op (`_forward`, `_input_grad`, `_kernel_grad` in a `jax.custom_vjp`;
-thresholds from scripts/bench_conv.py on a 2-core x86 machine):
+the rules are research.models.cpu_dispatch's):
   * 1x1 kernels: pad, strided slice and one matmul (`dot_general`); gradients by autodiff.
   * forward: one input channel (grayscale stems, LeNet) -> a sum of kh*kw broadcast products, one
     fused loop; at most 16 channels in and out, or at most 4 input channels -> the plain
@@ -34,23 +34,19 @@ tests/test_conv.py checks values and both gradients against `lax.conv_general_di
 inputs accumulate in f32 and return bf16, as XLA's convolution does.
 
 The native path (impl "native", the default on CPU). research.models.native_cpu's FFI kernels
-(direct, register-blocked, im2col-free; built from C++ on first use) compute the forward pass and
-the kernel gradient of every ungrouped f32 convolution with more than one input channel, and the
-stride-1 input gradient with at least 16 input channels; everything else -- one input channel,
-strided input gradients, groups, 1x1 kernels -- goes the XLA-only way above. ResNet-20 layers,
-batch 128, 2 cores: forward 1.7-2.2 ms, kernel gradient 1.8 ms, vs 2.4-4 ms and 4-8 ms (XLA-only).
-bf16 inputs are computed in f32 and returned as bf16.
+(direct, register-blocked, im2col-free; built from C++ on first use) compute, for ungrouped f32
+convolutions, the forward pass and stride-1 input gradient up to 64 channels (32 with an AVX2
+build), the kernel gradient up to 256 channels, and strided or few-channel input gradients by
+scatter; everything else -- groups, 1x1 kernels, wider layers -- goes the XLA-only way above
+(cpu_dispatch.conv_plan says which, per layer). bf16 inputs are computed in f32 and returned as bf16.
 
-Choice of implementation: `impl` argument / `Conv.impl` field, else the environment variable
-RESEARCH_CONV_IMPL, else "auto". "auto" takes the native path when `jax.default_backend()` is
-"cpu" at trace time and the kernels build, the XLA-only CPU path ("cpu") when they do not, and
-plain `lax.conv_general_dilated` otherwise (cuDNN is already fast on GPU). "xla", "cpu" and
-"native" force one. Parameters are the same whichever runs.
+Choice of implementation: research.models.cpu_dispatch decides, per layer (`conv_plan`), from the
+`impl` argument / `Conv.impl` field, `cpu_dispatch.forced_impl`, $RESEARCH_CONV_IMPL or "auto"
+(native on CPU when the kernels build, plain XLA elsewhere). Parameters are the same whichever runs.
 """
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import flax.linen as nn
@@ -58,34 +54,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from research.models import native_cpu
+from research.models import cpu_dispatch, manual_axes
+from research.models.cpu_dispatch import ConvPlan
 
 PaddingLike = Union[str, int, Sequence[Union[int, tuple[int, int]]]]
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
-IMPL_ENV_VAR = "RESEARCH_CONV_IMPL"
-IMPLS = ("auto", "xla", "cpu", "native")
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
-
-
-def resolve_impl(impl: Optional[str] = None) -> str:
-  """Returns "xla", "cpu" or "native": `impl`, else $RESEARCH_CONV_IMPL, else "auto".
-
-  "auto" is "native" on the CPU backend when the native kernels build (research.models.native_cpu),
-  "cpu" on the CPU backend when they do not, and "xla" elsewhere.
-  """
-  impl = impl or os.environ.get(IMPL_ENV_VAR) or "auto"
-  if impl not in IMPLS:
-    raise ValueError(f"Unknown convolution implementation {impl!r}; expected one of {IMPLS} "
-                     f"(argument `impl` or ${IMPL_ENV_VAR}).")
-  if impl == "auto":
-    if jax.default_backend() != "cpu":
-      return "xla"
-    return "native" if native_cpu.available() else "cpu"
-  if impl == "native" and not native_cpu.available():
-    raise RuntimeError(f"Convolution implementation 'native' was asked for, but the native kernels are "
-                       f"unavailable: {native_cpu.unavailable_reason()}")
-  return impl
 
 
 def _pair(value: Union[int, Sequence[int]]) -> tuple[int, int]:
@@ -105,12 +80,12 @@ def explicit_padding(padding: PaddingLike, in_hw: Sequence[int], kernel_hw: Sequ
 
 class _Spec(NamedTuple):
   """Static convolution parameters (hashable, for custom_vjp): ((sh, sw), ((top, bottom), (left, right)), (dh, dw),
-  groups, whether the native kernels may be used)."""
+  groups, the plan cpu_dispatch chose)."""
   strides: tuple[int, int]
   pads: Pads
   dilation: tuple[int, int]
   groups: int
-  native: bool = False
+  plan: ConvPlan
 
 
 def _xla_conv(x: jnp.ndarray, kernel: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
@@ -179,41 +154,11 @@ def _col2im_input_grad(kernel: jnp.ndarray, dy: jnp.ndarray, x_shape: tuple[int,
   return lax.pad(total, zero, ((0, 0, 0), (-top, -bottom, 0), (-left, -right, 0), (0, 0, 0))).astype(dy.dtype)
 
 
-# Kernel choice on XLA:CPU, from scripts/bench_conv.py timings on a 2-core x86 machine.
-# Plain convolutions with at most 16 input and output channels already run on Eigen; with at most
-# _FEW_CHANNELS input channels, YNNPACK's forward beats Eigen's row-dilated one (RGB stems).
-_FEW_CHANNELS = 4
-# Up to this many input channels, a matmul plus col2im beats Eigen's stride-1 input gradient
-# (LeNet's 6; the col2im sum costs kh * kw reads per input element, too many for strided stems).
-_COL2IM_MAX_CHANNELS = 8
-# Grouped kernel gradients: one convolution per group up to this many groups; beyond, XLA's
-# batch-group decomposition (groups x the FLOPs, as plain XLA does).
-_MAX_SPLIT_GROUPS = 8
-# The batch is the feature dimension of the kernel-gradient convolution: in chunks of
-# _KERNEL_GRAD_CHUNK images (and <= 16 output channels) YNNPACK declines the plain form. For
-# convolutions with <= 16 channels, Eigen runs the chunks 25-35% faster than the row-dilated form
-# of the whole batch; at most _MAX_KERNEL_GRAD_CHUNKS chunks, to keep the graph small.
+# Kernel gradients of convolutions with <= 16 channels run on chunks of this many images (see
+# cpu_dispatch: in such chunks YNNPACK declines the plain form and Eigen runs it).
 _KERNEL_GRAD_CHUNK = 16
-_MAX_KERNEL_GRAD_CHUNKS = 32
 # Inputs with at least this many channels are stored by `_materialized` for the kernel gradient.
 _MATERIALIZE_MIN_CHANNELS = 16
-
-
-# The native kernels (spec.native) compute kernel gradients up to _NATIVE_MAX_KERNEL_GRAD_CHANNELS
-# channels in and out (3x3, batch 32: 128 ch at 28x28 26 ms vs Eigen's 48, 256 at 14x14 26 vs 32,
-# 512 at 7x7 51 vs 32); forward passes up to
-# _NATIVE_MAX_CHANNELS channels in and out (beyond, Eigen's GEMM is faster: 256 channels at 8x8,
-# 27 ms vs 33); input gradients with 2 or more input channels by scatter (`native_cpu.input_grad`)
-# when strided or with fewer than _NATIVE_INPUT_GRAD_MIN_CHANNELS input channels and the kernel is
-# small enough (ResNet-20's 16 -> 32 stride-2 layer 4.7 -> 2.1 ms, LeNet's 6-channel layer 1.1 ->
-# 0.5 ms), else at stride 1 up to _NATIVE_MAX_CHANNELS as the forward kernel on dy.
-_NATIVE_INPUT_GRAD_MIN_CHANNELS = 16
-_NATIVE_MAX_CHANNELS = 64
-_NATIVE_MAX_KERNEL_GRAD_CHANNELS = 256
-
-
-def _native_kernel_grad(x: jnp.ndarray, kernel_channels: int, spec: _Spec) -> bool:
-  return spec.native and max(x.shape[3], kernel_channels) <= _NATIVE_MAX_KERNEL_GRAD_CHANNELS
 
 
 def _in_f32(fn: Callable[..., jnp.ndarray], out_dtype: Any, a: jnp.ndarray, b: jnp.ndarray, *static) -> jnp.ndarray:
@@ -225,58 +170,48 @@ def _native_grad(fn: Callable[..., jnp.ndarray], primal: jnp.ndarray, a: jnp.nda
                  *static) -> jnp.ndarray:
   """The cotangent of `primal` from a native kernel: fn(a, b, *static) in f32, in primal's dtype and
   summed over the shard_map axes it varies over and primal does not."""
-  return native_cpu.match_varying(_in_f32(fn, primal.dtype, a, b, *static), primal)
-
-
-def _eigen_already(cin: int, cout: int) -> bool:
-  """Whether XLA:CPU runs the plain convolution with Eigen (YNNPACK declines <= 16 channels)."""
-  return max(cin, cout) <= 16
+  return manual_axes.match_varying(_in_f32(fn, primal.dtype, a, b, *static), primal)
 
 
 def _forward(x: jnp.ndarray, kernel: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
   """x [N, H, W, C_in], kernel [kh, kw, C_in/groups, C_out] -> [N, H', W', C_out]."""
-  cin, cout = x.shape[3], kernel.shape[3]
-  if spec.native and max(cin, cout) <= _NATIVE_MAX_CHANNELS:
-    return _in_f32(native_cpu.forward, x.dtype, x, kernel, spec.strides, spec.pads, spec.dilation)
-  if cin == 1:
+  how = spec.plan.forward
+  if how == "native":
+    return _in_f32(cpu_dispatch.native_module().forward, x.dtype, x, kernel, spec.strides, spec.pads, spec.dilation)
+  if how == "tap_sum":
     return _tap_sum_conv(x, kernel, spec)
-  if _eigen_already(cin, cout) or cin <= _FEW_CHANNELS:
-    return _xla_conv(x, kernel, spec)
-  return _row_dilated_conv(x, kernel, spec)
+  return (_xla_conv if how == "xla" else _row_dilated_conv)(x, kernel, spec)
 
 
 def _input_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
   """dL/dx [N, H, W, C_in] from dy [N, H', W', C_out]."""
-  cin, cout = x.shape[3], kernel.shape[3]
-  if spec.native and cin > 1:
-    scatter = native_cpu.scatter_floats(kernel.shape[:2], cin, spec.dilation[1]) <= native_cpu.MAX_SCATTER_FLOATS
-    if scatter and (spec.strides != (1, 1) or cin < _NATIVE_INPUT_GRAD_MIN_CHANNELS):
-      return _native_grad(native_cpu.input_grad, x, dy, kernel, x.shape[1:3], spec.strides, spec.pads,
-                          spec.dilation)
-    if spec.strides == (1, 1) and max(cin, cout) <= _NATIVE_MAX_CHANNELS:
-      return _native_grad(native_cpu.input_grad_stride1, x, dy, kernel, spec.pads, spec.dilation)
-  if cin <= _COL2IM_MAX_CHANNELS and spec.groups == 1 and spec.strides == (1, 1):
+  how = spec.plan.input_grad
+  if how == "native_scatter":
+    return _native_grad(cpu_dispatch.native_module().input_grad, x, dy, kernel, x.shape[1:3], spec.strides,
+                        spec.pads, spec.dilation)
+  if how == "native_stride1":
+    return _native_grad(cpu_dispatch.native_module().input_grad_stride1, x, dy, kernel, spec.pads, spec.dilation)
+  if how == "col2im":
     return _col2im_input_grad(kernel, dy, x.shape, spec)
-  # For strides > 1 the transposed convolution has base dilation, so it runs on Eigen as it is.
-  plain = _eigen_already(cin, cout) or spec.strides != (1, 1)
-  conv = _xla_conv if plain else _row_dilated_conv
+  conv = _xla_conv if how == "xla" else _row_dilated_conv
   return jax.linear_transpose(lambda x_: conv(x_, kernel, spec), x)(dy)[0]
 
 
 def _kernel_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
   """dL/dkernel [kh, kw, C_in/groups, C_out] from dy [N, H', W', C_out]."""
-  if _native_kernel_grad(x, kernel.shape[3], spec):
-    return _native_grad(native_cpu.kernel_grad, kernel, x, dy, kernel.shape[:2], spec.strides, spec.pads,
-                        spec.dilation)
-  if 1 < spec.groups <= _MAX_SPLIT_GROUPS:
-    ungrouped = spec._replace(groups=1)
+  how = spec.plan.kernel_grad
+  if how == "native":
+    return _native_grad(cpu_dispatch.native_module().kernel_grad, kernel, x, dy, kernel.shape[:2], spec.strides,
+                        spec.pads, spec.dilation)
+  if spec.plan.split_groups:
+    ungrouped = spec._replace(groups=1, plan=spec.plan._replace(split_groups=False))
     return jnp.concatenate([_kernel_grad(xg, kg, dg, ungrouped) for xg, kg, dg in
                             zip(jnp.split(x, spec.groups, 3), jnp.split(kernel, spec.groups, 3),
                                 jnp.split(dy, spec.groups, 3))], axis=3)
-  n, chunk = x.shape[0], _KERNEL_GRAD_CHUNK
-  if _eigen_already(x.shape[3], kernel.shape[3]) and n <= chunk * _MAX_KERNEL_GRAD_CHUNKS:
+  if how == "chunked":
+    chunk = _KERNEL_GRAD_CHUNK
     return sum(jax.linear_transpose(lambda k_, xc=x[i:i + chunk]: _xla_conv(xc, k_, spec), kernel)(dy[i:i + chunk])[0]
-               for i in range(0, n, chunk))
+               for i in range(0, x.shape[0], chunk))
   return jax.linear_transpose(lambda k_: _row_dilated_conv(x, k_, spec), kernel)(dy)[0]
 
 
@@ -303,7 +238,7 @@ def _materialized(x: jnp.ndarray) -> jnp.ndarray:
 
 
 def _cpu_conv_fwd(x, kernel, spec):
-  if not _native_kernel_grad(x, kernel.shape[3], spec):
+  if spec.plan.kernel_grad != "native":
     x = _materialized(x)
   return _forward(x, kernel, spec), (x, kernel)
 
@@ -343,20 +278,21 @@ def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, strides: Union[int, Sequence[int
   """
   strides, dilation = _pair(strides), _pair(dilation)
   pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides, dilation)
-  impl = resolve_impl(impl)
-  if impl == "xla":
-    return _xla_conv(x, kernel, _Spec(strides, pads, dilation, feature_group_count))
-  if kernel.shape[:2] == (1, 1):
+  plan = cpu_dispatch.conv_plan(x.shape, kernel.shape, strides, dilation, feature_group_count,
+                                cpu_dispatch.resolve_impl(impl))
+  spec = _Spec(strides, pads, dilation, feature_group_count, plan)
+  if plan.forward == "xla" and plan.kernel_grad == "xla":
+    return _xla_conv(x, kernel, spec)
+  if plan.forward == "matmul":
     return _pointwise_conv(x, kernel, strides, pads, feature_group_count)
-  native = impl == "native" and feature_group_count == 1
-  return _cpu_conv(x, kernel, _Spec(strides, pads, dilation, feature_group_count, native))
+  return _cpu_conv(x, kernel, spec)
 
 
 class Conv(nn.Module):
   """2-D convolution, NHWC -> NHWC, kernel HWIO; same parameters as `nn.Conv`.
 
-  `impl` picks the implementation ("auto", "xla", "cpu"; None reads $RESEARCH_CONV_IMPL, default
-  "auto"); see the module docstring.
+  `impl` picks the implementation family ("auto", "xla", "cpu", "native"; None: as
+  research.models.cpu_dispatch.resolve_impl decides); see the module docstring.
   """
 
   features: int

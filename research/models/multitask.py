@@ -33,17 +33,15 @@ task; each head's own settings are a dict of its module's fields (`classificatio
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from research.core.registry import MODELS
-from research.models import conv
+from research.models import cpu_dispatch
 from research.models.captioning.lstm import Carry
 from research.models.captioning.show_tell import CaptionDecoder
 from research.models.detection.faster_rcnn import DetectionHead
@@ -78,27 +76,6 @@ SEGMENTATION_DECODERS = {
     "fcn32s": functools.partial(FCNHead, variant="32s"),
     "deeplabv3": DeepLabHead,
 }
-
-
-@contextlib.contextmanager
-def _plain_xla_convolutions() -> Iterator[None]:
-  """Traces research.models.conv.Conv layers as plain `lax.conv_general_dilated` (its 'xla' impl,
-  through $RESEARCH_CONV_IMPL, read at trace time) inside the block.
-
-  Why: the CPU path's kernel gradient is a custom_vjp; under vmap its backward pass is a
-  convolution with both operands batched, and with the vmapped axis sharded over several devices
-  XLA (jax 0.10.2, CPU) returns one device's partial sum instead of the total: silently wrong
-  gradients (tests/test_multitask.py, 8 devices vs 1). Plain convolutions are batched by folding
-  the vmapped axis into the batch and differentiate correctly."""
-  previous = os.environ.get(conv.IMPL_ENV_VAR)
-  os.environ[conv.IMPL_ENV_VAR] = "xla"
-  try:
-    yield
-  finally:
-    if previous is None:
-      del os.environ[conv.IMPL_ENV_VAR]
-    else:
-      os.environ[conv.IMPL_ENV_VAR] = previous
 
 
 def pooled(features: Dict[str, jax.Array], key: str = "") -> jax.Array:
@@ -194,7 +171,12 @@ class MultiTaskModel(nn.Module):
     one = lambda tree: jax.tree_util.tree_map(lambda x: x[:, None], tree)  # noqa: E731
     if train and targets is None:
       raise ValueError("the detection head needs targets['detection'] in training")
-    with _plain_xla_convolutions():
+    # Plain XLA convolutions here: under vmap, the CPU paths' custom_vjp kernel gradient is a
+    # convolution with both operands batched, and with the vmapped axis sharded over several
+    # devices XLA:CPU (jax 0.10.2) returns one device's partial sum instead of the total (silently
+    # wrong gradients; tests/test_multitask.py, 8 devices vs 1). Plain convolutions are batched by
+    # folding the vmapped axis into the batch and differentiate correctly.
+    with cpu_dispatch.forced_impl("xla"):
       out = self.detection_head(one(features), image_hw, train, one(targets) if train else None)
     return out if train else jax.tree_util.tree_map(lambda x: x[:, 0], out)
 

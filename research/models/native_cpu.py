@@ -6,12 +6,18 @@ input, 2-4x slower than PyTorch's oneDNN on the small-channel layers of LeNet an
 (issue 11). cpu_kernels.cc holds direct, register-blocked kernels for NHWC f32 (a forward pass, which
 also gives the stride-1 input gradient, and a kernel gradient) that run on XLA's intra-op threads.
 
-The source is compiled on first use with the host's C++ compiler (`$CXX`, else `c++`, with
--O3 -march=native) into a cache folder -- `$RESEARCH_NATIVE_CACHE`, else
-`~/.cache/research/native` -- under a name that hashes the source, the compiler command, the jaxlib
-version and the CPU, so every later process loads it without compiling. If it cannot be built
-(no compiler, not Linux/macOS) `available()` is False, a warning says why once, and
-research.models.conv keeps to its XLA-only CPU path.
+The source is compiled on first use with the host's C++ compiler (`$CXX`, else `c++`, -O3) into a
+cache folder -- `$RESEARCH_NATIVE_CACHE`, else `~/.cache/research/native` -- under a name that
+hashes the source, the compiler command, the jaxlib version and the CPU, so every later process
+loads it without compiling. The instruction set it targets is `$RESEARCH_NATIVE_ISA`:
+  native   (default) -march=native: AVX-512 where the CPU has it;
+  avx2     -march=native -mno-avx512f: the AVX2 build on an AVX-512 x86 machine (8-float vectors,
+           16 registers), to test and time what AVX2-only CPUs run;
+  avx512   -march=native, refused on a CPU without AVX-512F.
+Each variant is cached under its own name. If the kernels cannot be built (no compiler, not
+Linux/macOS, a variant the CPU cannot run, or a JAX without the public API used here)
+`available()` is False, one warning says why, and research.models.cpu_dispatch keeps to the
+XLA-only CPU path.
 
 Functions here take the input already padded (the kernels compute a VALID convolution with strides
 and kernel dilation); shapes are NHWC for images and HWIO for kernels.
@@ -25,6 +31,7 @@ import logging
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -38,22 +45,36 @@ from jax import lax
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from research.models import manual_axes
+
 CACHE_ENV_VAR = "RESEARCH_NATIVE_CACHE"
+ISA_ENV_VAR = "RESEARCH_NATIVE_ISA"
+ISAS = ("native", "avx2", "avx512")
+# Compiling takes about 15 s on an idle 2-core machine; much longer when its cores are shared.
+_BUILD_TIMEOUT_S = 900
 SOURCE = Path(__file__).parent / "native" / "cpu_kernels.cc"
 _TARGETS = {"research_conv_forward": "ResearchConvForward",
             "research_conv_kernel_grad": "ResearchConvKernelGrad",
             "research_conv_input_grad": "ResearchConvInputGrad",
             "research_channel_sums": "ResearchChannelSums"}
-# The scatter input gradient keeps one pixel's contributions in registers: kh kernel rows of
-# kw * C floats (kernel dilation 1 along the width; else kh * kw runs of C), each rounded up to 16.
-MAX_SCATTER_FLOATS = 192
 
 
-def scatter_floats(kernel_hw: tuple[int, int], channels: int, width_dilation: int) -> int:
-  """Floats of one pixel's contributions in `input_grad` (at most MAX_SCATTER_FLOATS)."""
+def scatter_fits(kernel_hw: tuple[int, int], channels: int, width_dilation: int) -> bool:
+  """Whether `input_grad` takes this kernel: it keeps one pixel's contributions in registers, kh
+  kernel rows of kw * C floats (kernel dilation 1 along the width; else kh * kw runs of C), each
+  rounded up to whole vectors, at most the build's ResearchMaxScatterFloats() in all."""
+  lanes, most = _limits()
   kh, kw = kernel_hw
   runs, run = (kh, kw * channels) if width_dilation == 1 else (kh * kw, channels)
-  return runs * -(-run // 16) * 16
+  return runs * -(-run // lanes) * lanes <= most
+
+
+def isa() -> str:
+  """The instruction-set variant asked for: $RESEARCH_NATIVE_ISA, default "native"."""
+  variant = os.environ.get(ISA_ENV_VAR) or "native"
+  if variant not in ISAS:
+    raise ValueError(f"Unknown native kernel variant ${ISA_ENV_VAR}={variant!r}; expected one of {ISAS}.")
+  return variant
 
 
 def _cpu_signature() -> str:
@@ -66,9 +87,25 @@ def _cpu_signature() -> str:
     return platform.processor() or platform.machine()
 
 
+def _cpu_flags() -> set[str]:
+  """The x86 feature flags of /proc/cpuinfo (empty elsewhere)."""
+  return set(" ".join(line.split(":", 1)[1] for line in _cpu_signature().splitlines()
+                      if line.startswith("flags")).split())
+
+
+def _isa_flags(variant: str) -> list[str]:
+  """Compiler flags for `variant`; RuntimeError when this CPU cannot run it."""
+  if variant == "native":
+    return ["-march=native"]
+  needed = "avx2" if variant == "avx2" else "avx512f"
+  if needed not in _cpu_flags():
+    raise RuntimeError(f"${ISA_ENV_VAR}={variant} needs a CPU with {needed}; unset it or use 'native'")
+  return ["-march=native", "-mno-avx512f"] if variant == "avx2" else ["-march=native"]
+
+
 def _compile_command(output: Path) -> list[str]:
   compiler = shlex.split(os.environ.get("CXX", "c++"))
-  return [*compiler, "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC",
+  return [*compiler, "-O3", *_isa_flags(isa()), "-std=c++17", "-shared", "-fPIC",
           f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(output)]
 
 
@@ -80,7 +117,7 @@ def library_path() -> Path:
   key.update(" ".join(_compile_command(Path("out.so"))).encode())
   key.update(jaxlib.__version__.encode())
   key.update(_cpu_signature().encode())
-  return cache / f"cpu_kernels_{key.hexdigest()[:16]}.so"
+  return cache / f"cpu_kernels_{isa()}_{key.hexdigest()[:16]}.so"
 
 
 def _build(path: Path) -> None:
@@ -89,9 +126,16 @@ def _build(path: Path) -> None:
   fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
   os.close(fd)
   try:
-    result = subprocess.run(_compile_command(Path(tmp)), capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
-      raise RuntimeError(f"compiling {SOURCE.name} failed:\n{result.stderr[-2000:]}")
+    # Its own process group, so that a timeout stops the compiler proper (cc1plus) too.
+    with subprocess.Popen(_compile_command(Path(tmp)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as compiler:
+      try:
+        _, stderr = compiler.communicate(timeout=_BUILD_TIMEOUT_S)
+      except subprocess.TimeoutExpired:
+        os.killpg(compiler.pid, signal.SIGKILL)
+        raise
+    if compiler.returncode != 0:
+      raise RuntimeError(f"compiling {SOURCE.name} failed:\n{stderr[-2000:]}")
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
@@ -99,10 +143,13 @@ def _build(path: Path) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def _load() -> Optional[str]:
-  """Builds (if needed), loads and registers the kernels; None on success, else why not."""
+def _library() -> tuple[Optional[ctypes.CDLL], Optional[str]]:
+  """Builds (if needed), loads and registers the kernels: (library, None), or (None, why not)."""
   if platform.system() not in ("Linux", "Darwin"):
-    return f"native kernels are built for Linux and macOS, not {platform.system()}"
+    return None, f"native kernels are built for Linux and macOS, not {platform.system()}"
+  missing = _missing_jax_api()
+  if missing:
+    return None, f"jax {jax.__version__} does not expose {missing}"
   try:
     path = library_path()
     if not path.exists():
@@ -110,9 +157,28 @@ def _load() -> Optional[str]:
     library = ctypes.cdll.LoadLibrary(str(path))
     for target, symbol in _TARGETS.items():
       jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
-  except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as error:
-    return f"{type(error).__name__}: {error}"
-  return None
+  except (OSError, RuntimeError, ValueError, subprocess.SubprocessError, AttributeError) as error:
+    return None, f"{type(error).__name__}: {error}"
+  return library, None
+
+
+def _load() -> Optional[str]:
+  """Builds, loads and registers the kernels once; None on success, else why not."""
+  return _library()[1]
+
+
+@functools.lru_cache(maxsize=None)
+def _limits() -> tuple[int, int]:
+  """(vector width in floats, most floats of one pixel's scatter contributions) of the loaded build."""
+  library = _library()[0]
+  if library is None:
+    raise RuntimeError(f"native kernels unavailable: {_load()}")
+  return library.ResearchKernelLanes(), library.ResearchMaxScatterFloats()
+
+
+def lanes() -> int:
+  """The loaded build's vector width in floats (16: AVX-512, 8: AVX2)."""
+  return _limits()[0]
 
 
 def available() -> bool:
@@ -250,19 +316,17 @@ _kernel_grad_op.def_partition(partition=_kernel_grad_partition, infer_sharding_f
                               need_replication_factors=("h", "w", "c", "a", "b", "k", "i", "j"))
 
 
-def _varying_axes(a: jnp.ndarray) -> frozenset:
-  """The manual (shard_map) mesh axes `a` varies over: `manual_axis_type.varying` (jax 0.10), `vma` before."""
-  aval = jax.typeof(a)
-  mat = getattr(aval, "manual_axis_type", None)
-  return frozenset(mat.varying if mat is not None else getattr(aval, "vma", ()))
-
-
-def match_varying(cotangent: jnp.ndarray, primal: jnp.ndarray) -> jnp.ndarray:
-  """`cotangent` summed over the manual mesh axes it varies over and `primal` does not (inside
-  shard_map, a replicated parameter's gradient is the sum of every shard's), as autodiff of a
-  plain convolution would."""
-  extra = tuple(sorted(_varying_axes(cotangent) - _varying_axes(primal)))
-  return lax.psum(cotangent, extra) if extra else cotangent
+def _missing_jax_api() -> Optional[str]:
+  """What this module needs from JAX and this version lacks (None: nothing): the FFI, pcast, and
+  an abstract value's varying manual axes (the result of an FFI call inside shard_map is marked
+  varying over its operands' axes, and gradients are summed over the axes a parameter lacks)."""
+  if not all(hasattr(jax.ffi, name) for name in ("ffi_call", "register_ffi_target", "pycapsule", "include_dir")):
+    return "jax.ffi (ffi_call, register_ffi_target, pycapsule, include_dir)"
+  if not hasattr(lax, "pcast"):
+    return "jax.lax.pcast"
+  if not manual_axes.has_varying_axes():
+    return "an abstract value's varying manual axes (`vma` or `manual_axis_type.varying`)"
+  return None
 
 
 def _call(op: Callable[..., jnp.ndarray], call: Callable[..., jnp.ndarray], a: jnp.ndarray, b: jnp.ndarray,
@@ -270,7 +334,7 @@ def _call(op: Callable[..., jnp.ndarray], call: Callable[..., jnp.ndarray], a: j
   """op(a, b, *static) (the custom-partitioned call), or inside shard_map -- where operands vary
   over manual mesh axes and there is nothing to partition -- the plain call, its result marked as
   varying over the operands' axes (an FFI call's result carries no such type)."""
-  axes = tuple(sorted(_varying_axes(a) | _varying_axes(b)))
+  axes = tuple(sorted(manual_axes.varying_axes(a) | manual_axes.varying_axes(b)))
   if not axes:
     return op(a, b, *static)
   return lax.pcast(call(a, b, *static), axes, to="varying")
@@ -288,11 +352,11 @@ def kernel_grad(x: jnp.ndarray, dy: jnp.ndarray, kernel_hw: tuple[int, int], str
   """dL/dkernel [kh, kw, C, K] of `forward` from x [N, H, W, C] and dy [N, OH, OW, K], f32."""
   return _call(_kernel_grad_op, _kernel_grad_call, x, dy, tuple(kernel_hw), strides, pads, dilation)
 
+
 def input_grad(dy: jnp.ndarray, kernel: jnp.ndarray, x_hw: tuple[int, int], strides: tuple[int, int], pads: Pads,
                dilation: tuple[int, int]) -> jnp.ndarray:
   """dL/dx [N, H, W, C] of `forward` (any stride) from dy [N, OH, OW, K], kernel [kh, kw, C, K], f32,
-  by scatter: each output pixel's dy @ kernel^T added to its input window. `scatter_floats` must be
-  at most MAX_SCATTER_FLOATS."""
+  by scatter: each output pixel's dy @ kernel^T added to its input window (`scatter_fits` must hold)."""
   return _call(_input_grad_op, _input_grad_call, dy, kernel, tuple(x_hw), strides, pads, dilation)
 
 

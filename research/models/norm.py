@@ -11,8 +11,8 @@ stored for the backward pass, two more reductions and several elementwise passes
   backward: (sum dy, sum dy * x) per channel in one pass, then
             dx = scale * inv * (dy - mean(dy) - x_hat * mean(dy * x_hat)),
             dscale = sum(dy * x_hat), dbias = sum(dy),   x_hat = (x - mean) * inv.
-The per-channel sums run on research.models.native_cpu's kernel where the convolutions do
-(`research.models.conv.resolve_impl()` is "native"; f32 inputs), else as jnp reductions. Batch
+The per-channel sums run on research.models.native_cpu's kernel where research.models.cpu_dispatch
+says so (the "native" family, f32 inputs), else as jnp reductions. Batch
 statistics are over the global batch under the training core's data parallelism, as flax's.
 The statistics outputs are not differentiated (they feed the running averages only).
 """
@@ -26,13 +26,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from research.models import conv, native_cpu
+from research.models import cpu_dispatch, manual_axes
 
 
 def _channel_sums(a: jnp.ndarray, b: jnp.ndarray, native: bool) -> tuple[jnp.ndarray, jnp.ndarray]:
   """(sum a, sum a * b) over every axis but the last, in f32: a, b [..., C] -> ([C], [C])."""
   if native:
-    sums = native_cpu.channel_sums(a, b)
+    sums = cpu_dispatch.native_module().channel_sums(a, b)
     return sums[0], sums[1]
   axes = tuple(range(a.ndim - 1))
   a32, b32 = a.astype(jnp.float32), b.astype(jnp.float32)
@@ -74,8 +74,8 @@ def _batch_norm_train_bwd(epsilon, native, residuals, cotangents):
   b = -a * inv * dscale / count
   c = -a * dbias / count - b * mean
   dx = (dy.astype(jnp.float32) * a + x.astype(jnp.float32) * b + c).astype(x.dtype)
-  return (native_cpu.match_varying(dx, x), native_cpu.match_varying(dscale.astype(scale.dtype), scale),
-          native_cpu.match_varying(dbias.astype(scale.dtype), scale))
+  match = manual_axes.match_varying
+  return match(dx, x), match(dscale.astype(scale.dtype), scale), match(dbias.astype(scale.dtype), scale)
 
 
 batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
@@ -113,7 +113,7 @@ class BatchNorm(nn.Module):
     if use_running_average:
       y = _normalize(x, ra_mean.value, lax.rsqrt(ra_var.value + self.epsilon) * scale, bias)
       return y.astype(dtype)
-    native = conv.resolve_impl() == "native" and x.dtype == jnp.float32
+    native = cpu_dispatch.batch_norm_native(x.dtype)
     y, mean, var = batch_norm_train(x, scale.astype(jnp.float32), bias.astype(jnp.float32), self.epsilon, native)
     if not self.is_initializing():
       mean, var = lax.stop_gradient(mean), lax.stop_gradient(var)

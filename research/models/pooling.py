@@ -1,4 +1,4 @@
-"""Pooling layers with a fast path for non-overlapping windows.
+"""Pooling layers with a fast path for non-overlapping windows (research.models.cpu_dispatch.pool_reshape).
 
 XLA:CPU's gradient of a windowed max (select-and-scatter) is about 2x slower than the same
 reduction written as a reshape; for windows equal to strides with VALID padding (LeNet, VGG,
@@ -16,6 +16,8 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from research.models import cpu_dispatch
 
 
 @jax.custom_vjp
@@ -53,7 +55,7 @@ def _pool(x: jax.Array, window: Sequence[int], strides: Sequence[int] | None, pa
           reduce: Callable[..., jax.Array], fallback: Callable[..., jax.Array]) -> jax.Array:
   strides = tuple(strides or window)
   wh, ww = window
-  if tuple(window) == strides and padding == "VALID":
+  if cpu_dispatch.pool_reshape(window, strides, padding):
     n, h, w, c = x.shape
     ho, wo = h // wh, w // ww
     return reduce(x[:, :ho * wh, :wo * ww].reshape(n, ho, wh, wo, ww, c), axis=(2, 4))

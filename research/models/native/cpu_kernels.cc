@@ -7,11 +7,16 @@
 //   research_conv_forward      y  [N, OH, OW, K]   from x [N, H, W, C] and w [kh, kw, C, K]
 //   research_conv_kernel_grad  dw [kh, kw, C, K]  from x [N, H, W, C] and dy [N, OH, OW, K]
 //   research_conv_input_grad   dx [N, H, W, C]     from dy [N, OH, OW, K] and w [kh, kw, C, K] (scatter;
-//                              kernel rows of kw * C floats, each rounded up to 16, <= 192 in all)
+//                              kernel rows of kw * C floats, each rounded up to whole vectors, at
+//                              most ResearchMaxScatterFloats() in all)
 //   research_channel_sums      [2, C]: per-channel sum of a and of a * b, a, b [..., C] (BatchNorm)
 //
-// Both are register-blocked outer-product loops over 16-float vectors (GCC vector extensions, so
-// the compiler emits AVX-512, AVX2 or NEON for the host it is built on), with no im2col buffer:
+// Both are register-blocked outer-product loops over vectors of kLanes floats (GCC vector
+// extensions), with no im2col buffer. The vector width and the register blocks follow the
+// instruction set the build targets (native_cpu.py's RESEARCH_NATIVE_ISA): 16 floats and 32
+// registers with AVX-512, 8 floats and 16 registers with AVX/AVX2, 4 floats otherwise. (A 16-float
+// vector built for AVX2 is two ymm registers: blocks sized for 32 zmm registers then need 50-60
+// ymm registers, and the accumulators spill to the stack every step -- 4x slower than XLA.)
 //   forward: P output pixels of one row x V vectors of output channels accumulate in registers,
 //            one weight vector load and P broadcasts of input values per (tap, input channel);
 //   kernel gradient: CB input channels x V vectors of output channels accumulate in registers over
@@ -28,6 +33,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -36,8 +42,23 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int kLanes = 16;
+#if defined(__AVX512F__)
+constexpr int kLanes = 16, kRegisters = 32;
+#elif defined(__AVX__)
+constexpr int kLanes = 8, kRegisters = 16;
+#elif defined(__aarch64__)
+constexpr int kLanes = 4, kRegisters = 32;
+#else
+constexpr int kLanes = 4, kRegisters = 16;
+#endif
 typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
+
+// Accumulator registers of a register block: three quarters of the vector registers (the rest hold
+// the block's V weight or dy vectors and the broadcast scalar). 32 registers: 24 (6 x 4 vectors);
+// 16 registers: 12 (the 6 x 2 block of BLIS's Haswell kernel).
+constexpr int kAccumulators = kRegisters * 3 / 4;
+// Vectors of output channels per register block: up to 4 with 32 registers, 2 with 16.
+constexpr int kMaxVectors = kRegisters >= 32 ? 4 : 2;
 
 inline Vec Load(const float* p) {
   Vec v;
@@ -49,7 +70,7 @@ inline void Store(float* p, const Vec& v, int lanes) { std::memcpy(p, &v, lanes 
 
 inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// acc[p][v] += s[p * stride] * w[v * 16 .. v * 16 + 15] for P scalars and V weight vectors: the
+// acc[p][v] += s[p * stride] * w[v * kLanes, (v + 1) * kLanes) for P scalars and V weight vectors: the
 // register-blocked step of the forward and scatter kernels (inlined, so a constant stride becomes
 // address offsets).
 template <int P, int V>
@@ -64,6 +85,16 @@ __attribute__((always_inline)) inline void OuterProductStep(Vec (&acc)[P][V], co
 #pragma GCC unroll 16
     for (int v = 0; v < V; ++v) acc[p][v] += x * wv[v];
   }
+}
+
+// f(std::integral_constant<int, v>) for a run-time v in [1, kMaxVectors]: one register-block
+// shape per vector count, instantiated only for the counts the instruction set uses.
+template <int V = kMaxVectors, typename F>
+inline void WithVectors(int v, const F& f) {
+  if constexpr (V > 1) {
+    if (v < V) return WithVectors<V - 1>(v, f);
+  }
+  f(std::integral_constant<int, V>{});
 }
 
 // Splits `total` into the fewest blocks of at most `max_block`, as even as possible: the block size.
@@ -247,9 +278,9 @@ void ForwardBlock(const Geometry& g, const float* x, const float* w, int64_t kp,
     for (int v = 0; v < V; ++v) Store(y + p * g.k + v * kLanes, acc[p][v], v == V - 1 ? last_lanes : kLanes);
 }
 
-// Most pixels per block for V channel vectors: P * V accumulators plus V weights fit 32 registers.
-constexpr int MaxPixels(int v) { return v == 1 ? 24 : v == 2 ? 12 : v == 3 ? 8 : 6; }
-constexpr int kMaxVectors = 4;
+// Most pixels per block for V channel vectors: P * V accumulators (kAccumulators in all) plus V
+// weights fit the registers.
+constexpr int MaxPixels(int v) { return kAccumulators / v; }
 // Weights per (output-channel group, input-channel chunk), in floats: about L2-resident, reused
 // by every pixel of a task.
 constexpr int64_t kWeightChunkFloats = 1 << 16;
@@ -286,12 +317,9 @@ void ForwardTask(const Geometry& g, const TaskRange& r, const float* scratch, in
             const float* x = rows + ow0 * g.sw * g.c;
             float* out = y_row + ow0 * g.k;
             const bool acc = c0 > 0;
-            switch (v) {
-              case 1: ForwardDispatch<1, STEP>(pixels, g, x, w, kp, channels, acc, out, last_lanes); break;
-              case 2: ForwardDispatch<2, STEP>(pixels, g, x, w, kp, channels, acc, out, last_lanes); break;
-              case 3: ForwardDispatch<3, STEP>(pixels, g, x, w, kp, channels, acc, out, last_lanes); break;
-              default: ForwardDispatch<4, STEP>(pixels, g, x, w, kp, channels, acc, out, last_lanes); break;
-            }
+            WithVectors(v, [&](auto vectors) {
+              ForwardDispatch<decltype(vectors)::value, STEP>(pixels, g, x, w, kp, channels, acc, out, last_lanes);
+            });
           }
         }
       }
@@ -372,8 +400,8 @@ void KernelGradBlock(const Geometry& g, const float* const* x, const float* cons
     for (int v = 0; v < V; ++v) Store(dw + c * g.k + v * kLanes, acc[c][v], kLanes);
 }
 
-// Most input channels per block for V vectors: CB * V accumulators plus V dy vectors fit 32 registers.
-constexpr int MaxChannels(int v) { return v == 1 ? 24 : v == 2 ? 12 : v == 3 ? 8 : 6; }
+// Most input channels per block for V vectors: CB * V accumulators plus V dy vectors fit the registers.
+constexpr int MaxChannels(int v) { return kAccumulators / v; }
 
 template <int V, int CB = MaxChannels(V)>
 void KernelGradDispatch(int channels, const Geometry& g, const float* const* x, const float* const* dy,
@@ -408,12 +436,9 @@ void KernelGradTask(const Geometry& g, const TaskRange& r, const float* scratch,
             d[s] = dy_rows[s] + v0 * kLanes;
           }
           float* out = dw_tap + c0 * g.k + v0 * kLanes;
-          switch (v) {
-            case 1: KernelGradDispatch<1>(channels, g, x.data(), d.data(), r.images, r.rows, out); break;
-            case 2: KernelGradDispatch<2>(channels, g, x.data(), d.data(), r.images, r.rows, out); break;
-            case 3: KernelGradDispatch<3>(channels, g, x.data(), d.data(), r.images, r.rows, out); break;
-            default: KernelGradDispatch<4>(channels, g, x.data(), d.data(), r.images, r.rows, out); break;
-          }
+          WithVectors(v, [&](auto vectors) {
+            KernelGradDispatch<decltype(vectors)::value>(channels, g, x.data(), d.data(), r.images, r.rows, out);
+          });
         }
       }
     }
@@ -435,7 +460,7 @@ ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
                                       dilation_h, dilation_w, pad_top, pad_left, &g);
       error.failure())
     return error;
-  // The blocks read whole vectors of dy's channels: with k not a multiple of 16, each task copies
+  // The blocks read whole vectors of dy's channels: with k not a multiple of kLanes, each task copies
   // its dy rows with channels zero-padded to kp, and dw is computed with kp channels, then cut.
   const int64_t k = g.k, kp = CeilDiv(k, kLanes) * kLanes;
   g.k = kp;
@@ -494,12 +519,12 @@ ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
 // Input gradient by scatter: for each output pixel, the contributions of its dy [K] to every
 // (tap, input channel) -- a vector of kh * kw * C floats, dy @ w^T -- are added to the padded input
 // gradient. With dw == 1 a kernel row's (tap, channel) pairs are one run of kw * C floats there.
-// Any stride; suits few input channels (the forward-style kernel on dy fills only C of 16 lanes).
+// Any stride; suits few input channels (the forward-style kernel on dy fills only C of kLanes lanes).
 // A task is a block of images; each image's padded gradient is summed in scratch, then copied out.
 
 template <int R, int P>
 void InputGradPixels(const float* dy, int64_t k, const float* wt, int64_t rv, float* contrib) {
-  // contrib [P][R * 16] = sum over channels of dy[p][ch] * wt[ch] (wt rows of rv floats).
+  // contrib [P][R * kLanes] = sum over channels of dy[p][ch] * wt[ch] (wt rows of rv floats).
   Vec acc[P][R] = {};
   for (int64_t ch = 0; ch < k; ++ch) OuterProductStep<P, R>(acc, wt + ch * rv, dy + ch, k);
   for (int p = 0; p < P; ++p)
@@ -514,6 +539,8 @@ inline void AddVectors(float* dst, const float* src, int64_t vectors) {
   }
 }
 
+// Vectors of one pixel's contributions: R accumulators per pixel, two pixels per step while
+// 2 R <= kAccumulators (12 vectors: 192 floats with AVX-512, 96 with AVX2).
 constexpr int kMaxInputGradVectors = 12;
 
 using InputGradPixelsFn = void (*)(const float*, int64_t, const float*, int64_t, float*);
@@ -541,7 +568,7 @@ ffi::Error ConvInputGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Bu
   const int64_t runs = merged ? g.kh : g.kh * g.kw, run = merged ? g.kw * g.c : g.c;
   const int64_t run_vectors = CeilDiv(run, kLanes), rv = runs * run_vectors * kLanes;
   if (rv > kMaxInputGradVectors * kLanes) return ffi::Error::InvalidArgument("input gradient: runs too long");
-  // wt [K][rv]: wt[ch][q * run_vectors * 16 + e] = w[tap (q, e)][ch], zero for e >= run.
+  // wt [K][rv]: wt[ch][q * run_vectors * kLanes + e] = w[tap (q, e)][ch], zero for e >= run.
   std::vector<float> wt(g.k * rv, 0.0f);
   const float* wd = w.typed_data();
   for (int64_t q = 0; q < runs; ++q)
@@ -552,8 +579,9 @@ ffi::Error ConvInputGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Bu
   const int workers = static_cast<int>(std::min<int64_t>(MaxWorkers(pool), g.n));
   Scratch scratch(workers, image_floats + run_vectors * kLanes + 2 * rv);
   const int vectors = static_cast<int>(rv / kLanes);
-  const InputGradPixelsFn pair = InputGradPixelsFor<kMaxInputGradVectors>(vectors, 2);
   const InputGradPixelsFn single = InputGradPixelsFor<kMaxInputGradVectors>(vectors, 1);
+  const InputGradPixelsFn pair =
+      2 * vectors <= kAccumulators ? InputGradPixelsFor<kMaxInputGradVectors>(vectors, 2) : nullptr;
   const float* grad = dy.typed_data();
   float* out = dx->typed_data();
   ParallelFor(pool, g.n, workers, [&](int worker, int64_t n) {
@@ -563,7 +591,7 @@ ffi::Error ConvInputGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Bu
     for (int64_t oh = 0; oh < g.oh; ++oh) {
       const float* dy_row = grad + (n * g.oh + oh) * g.ow * g.k;
       for (int64_t ow = 0; ow < g.ow;) {
-        const int pixels = ow + 1 < g.ow ? 2 : 1;
+        const int pixels = pair != nullptr && ow + 1 < g.ow ? 2 : 1;
         (pixels == 2 ? pair : single)(dy_row + ow * g.k, g.k, wt.data(), rv, contrib);
         for (int p = 0; p < pixels; ++p, ++ow) {
           for (int64_t q = 0; q < runs; ++q) {
@@ -679,3 +707,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchChannelSums, ChannelSums,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchConvInputGrad, ConvInputGrad, ConvBinding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchConvForward, ConvForward, ConvBinding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchConvKernelGrad, ConvKernelGrad, ConvBinding());
+
+// The build's vector width in floats and the most floats of one pixel's contributions the scatter
+// input gradient takes (research_conv_input_grad), for native_cpu.py (plain C calls, no FFI).
+extern "C" int ResearchKernelLanes() { return kLanes; }
+extern "C" int ResearchMaxScatterFloats() { return kMaxInputGradVectors * kLanes; }

@@ -1,18 +1,56 @@
 """Helpers the dataset modules share: the catalog builder, image bytes, text lists."""
 from __future__ import annotations
 
+import contextlib
 import io
+import sys
+import types
+from typing import Optional
 
+import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image, UnidentifiedImageError
 
 from research.data.prepare.sources import SourceError
 
 
-def catalog_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
-  """TFDS's own builder for catalog name `name` ('cifar10', 'coco/2017') writing array_record into
-  data_dir: its `info.features` is the catalog's feature spec (built without TensorFlow)."""
-  return tfds.builder(name, data_dir=data_dir, file_format="array_record")
+# What TFDS builders' `_info()` use of TensorFlow, as NumPy: coco's declares 'image/id' as tf.int64.
+_TF_DTYPES = types.SimpleNamespace(int64=np.int64, int32=np.int32, float32=np.float32, bool=np.bool_,
+                                   uint8=np.uint8, string=np.object_)
+
+
+@contextlib.contextmanager
+def _numpy_tf(cls: type):
+  """While active, the module of `cls` (and of its bases) sees `tf` as _TF_DTYPES."""
+  modules = {sys.modules[c.__module__] for c in cls.__mro__ if hasattr(sys.modules.get(c.__module__), "tf")}
+  saved = {m: m.tf for m in modules}
+  try:
+    for m in modules:
+      m.tf = _TF_DTYPES
+    yield
+  finally:
+    for m, tf in saved.items():
+      m.tf = tf
+
+
+def catalog_builder(name: str, data_dir: str, file_format: Optional[str] = "array_record"
+                    ) -> tfds.core.DatasetBuilder:
+  """TFDS's own builder for catalog name `name` ('cifar10', 'coco/2017') in data_dir: its
+  `info.features` is the catalog's feature spec (and, once prepared, it reads the dataset).
+
+  Without TensorFlow, every builder here constructs except coco's (and so coco_captions'), whose
+  `_info()` names the dtype tf.int64; builders are constructed with NumPy's dtypes in place of
+  TensorFlow's (the same feature spec: TFDS stores dtypes by name).
+  """
+  base, _, config = name.partition("/")
+  cls = tfds.builder_cls(base)
+  kwargs = {"data_dir": data_dir, "file_format": file_format}
+  if config:
+    kwargs["config"] = config
+  with _numpy_tf(cls):
+    builder = cls(**kwargs)
+    builder.info.features  # (cached: later uses need no TensorFlow)
+  return builder
 
 
 def image_bytes(data: bytes, where: str, channels: int = 3) -> bytes:

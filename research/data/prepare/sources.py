@@ -85,6 +85,9 @@ class Archive:
 
   path: str
 
+  def __repr__(self) -> str:  # (stable across runs: a plan's fingerprint includes it)
+    return f"{type(self).__name__}({self.path!r})"
+
   def names(self) -> list[str]:
     """Every member file name, '/'-separated, in archive order."""
     raise NotImplementedError
@@ -224,6 +227,13 @@ class TarArchive(Archive):
               raise SourceError(f"{path} is truncated: member {member.name} ends at byte "
                                 f"{member.offset_data + member.size:,}, the file has {file_size:,} "
                                 "(download it again)")
+        end = tar.offset
+      if not self._compressed:  # a whole tar ends with two zero blocks after its last member
+        with open(path, "rb") as f:
+          f.seek(end)
+          if f.read(1024) != bytes(1024):
+            raise SourceError(f"{path} is truncated: it stops after {len(self._index):,} members "
+                              "without the end-of-archive blocks (download it again)")
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
       raise SourceError(f"{path} is not a complete tar archive ({e}): the download is truncated "
                         "or it is another file (download it again)") from None

@@ -2,6 +2,7 @@
 extracted folders), read back through research.data.datasets: every feature of every example
 equals the source's, and the feature spec is TFDS's builder's. No TensorFlow."""
 import importlib.util
+import io
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from research.data import datasets
 from research.data.prepare import cli, common, sources
@@ -117,3 +119,22 @@ def test_command_line_with_workers_and_max_examples(tmp_path):
   # 7 spread over the 5 batches: 2, 2, 1, 1, 1 first examples of each
   assert [train[i]["id"] for i in range(7)] == [b"train_00000", b"train_00001", b"train_00002", b"train_00003",
                                                 b"train_00004", b"train_00006", b"train_00008"]
+
+
+def test_jpegs_kept_as_bytes_unless_the_reader_cannot_decode_them_to_rgb():
+  """RGB and greyscale JPEGs are stored as their bytes; CMYK JPEGs and PNGs (a few ImageNet files)
+  become RGB JPEGs of the same picture, as TFDS's imagenet2012 builder makes them."""
+  rng = np.random.default_rng(0)
+  for grey in (False, True):
+    data, _ = prepare_sources.jpeg(rng, 20, 30, grey=grey)
+    assert common.image_bytes(data, "x") is data
+  picture = np.zeros((20, 30, 3), np.uint8)
+  picture[:, :15] = (200, 30, 90)
+  for mode, fmt in (("CMYK", "JPEG"), ("RGB", "PNG")):
+    buffer = io.BytesIO()
+    Image.fromarray(picture).convert(mode).save(buffer, format=fmt, quality=100)
+    with Image.open(io.BytesIO(common.image_bytes(buffer.getvalue(), "x"))) as out:
+      assert out.format == "JPEG" and out.mode == "RGB"
+      assert np.abs(np.asarray(out, np.int32) - picture).mean() < 4, mode
+  with pytest.raises(sources.SourceError, match="x.jpg is not a readable image"):
+    common.image_bytes(b"<html>not found</html>", "x.jpg")

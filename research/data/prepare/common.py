@@ -53,6 +53,29 @@ def catalog_builder(name: str, data_dir: str, file_format: Optional[str] = "arra
   return builder
 
 
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def jpeg_components(data: bytes) -> Optional[int]:
+  """The number of colour components of a baseline or progressive JPEG (1 grey, 3 YCbCr/RGB, 4
+  CMYK/YCCK) from its frame header, or None if `data` does not parse as a JPEG that far."""
+  if data[:2] != b"\xff\xd8":
+    return None
+  pos = 2
+  while pos + 4 <= len(data):
+    if data[pos] != 0xFF:
+      return None
+    marker = data[pos + 1]
+    if marker == 0xFF:  # fill byte
+      pos += 1
+      continue
+    length = int.from_bytes(data[pos + 2:pos + 4], "big")
+    if marker in _SOF:
+      return data[pos + 9] if pos + 9 < len(data) else None
+    pos += 2 + length
+  return None
+
+
 def image_bytes(data: bytes, where: str, channels: int = 3) -> bytes:
   """The bytes to store for an image feature of `channels` channels stored as JPEG.
 
@@ -61,6 +84,9 @@ def image_bytes(data: bytes, where: str, channels: int = 3) -> bytes:
   named .jpg, as a few ImageNet files are) is converted to RGB and re-encoded as JPEG (quality 95),
   as TFDS's builders do. Only the header is parsed, so this costs little.
   """
+  components = jpeg_components(data)
+  if components == 1 or (components == 3 and channels == 3):
+    return data
   try:
     with Image.open(io.BytesIO(data)) as image:
       if image.format == "JPEG" and image.mode in ("RGB", "L") and (channels == 3 or image.mode == "L"):

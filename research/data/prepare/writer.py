@@ -5,7 +5,9 @@ A dataset module hands `write` a `Plan`: the TFDS builder for the dataset's cata
 `generate(args)` that yields the examples of one shard as TFDS feature dicts, and the `Job`s,
 one per shard. Each job runs in one of `num_workers` spawned processes (in this process when 1)
 and writes its examples, serialized by the builder's features exactly as `tfds build` does,
-into one array_record file (`group_size:1`, as TFDS writes it: random access).
+into one array_record file (`group_size:1`, as TFDS writes it: random access; uncompressed,
+unlike TFDS's default zstd, which costs ~0.7 ms per JPEG record and saves under 1% on JPEGs and
+PNGs; readers handle both).
 
 Layout and crash safety: everything is written under `<data_dir>/<name>/<config>/.<version>.incomplete`
 and renamed to `<version>` only once `dataset_info.json` and `features.json` are written, so a
@@ -76,7 +78,7 @@ def write_shard(features: tfds.features.FeaturesDict, generate: Callable, args: 
                 limit: Optional[int], path: str) -> dict:
   """Writes the first `limit` examples of `generate(args)` to the array_record file `path`
   (through `path`.tmp, renamed when complete); returns {'num_examples', 'num_bytes'}."""
-  writer = array_record_module.ArrayRecordWriter(path + ".tmp", "group_size:1")
+  writer = array_record_module.ArrayRecordWriter(path + ".tmp", "group_size:1,uncompressed")
   count = num_bytes = pending = 0
   try:
     for example in itertools.islice(generate(args), limit):

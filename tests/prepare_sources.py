@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import importlib.util
 import io
 import json
 import os
@@ -16,6 +17,9 @@ import zipfile
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
+
+# Every test of the preparation runs without TensorFlow, as users' environments do.
+assert importlib.util.find_spec("tensorflow") is None, "the prepare_data tests must run without TensorFlow"
 
 
 @dataclasses.dataclass

@@ -58,7 +58,9 @@ def run(argv: Sequence[str]) -> int:
   p = parser()
   args = p.parse_args(list(argv))
   if args.name not in MODULES and datasets._base_name(args.name) not in datasets.BUILTIN:
-    p.error(f"don't know how to prepare {args.name!r}; known: {', '.join(list(MODULES) + sorted(datasets.BUILTIN))}")
+    p.error(f"don't know how to prepare {args.name!r} offline; known: "
+            f"{', '.join(list(MODULES) + sorted(datasets.BUILTIN))}. Another TFDS dataset: tfds build "
+            f"{args.name} --file_format=array_record (needs `pip install tensorflow-cpu` and network)")
   if args.name in MODULES and not args.source:
     p.error(f"{args.name} needs --source, the folder with {files_needed(args.name)}")
   try:

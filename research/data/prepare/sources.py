@@ -144,46 +144,49 @@ class FolderArchive(Archive):
     return os.path.getsize(self._file(name))
 
 
+# Open zip files of this process: (path, pid) -> (ZipFile, {member: ZipInfo}). A ZipArchive pickles
+# as its path alone (COCO's train2017.zip lists 118,287 members), and each process reads the
+# central directory once.
+_ZIPS: dict[tuple[str, int], tuple[zipfile.ZipFile, dict]] = {}
+
+
 class ZipArchive(Archive):
   """A zip file, read through its central directory (random access)."""
 
   def __init__(self, path: str):
     self.path = path
-    self._zip: Optional[zipfile.ZipFile] = None
-    self._pid = None
-    self._infos = {i.filename: i for i in self._handle().infolist() if not i.is_dir()}
+    self._zip()  # (checks the file now, in the process that plans)
 
-  def _handle(self) -> zipfile.ZipFile:
-    if self._zip is None or self._pid != os.getpid():
+  def _zip(self) -> tuple[zipfile.ZipFile, dict]:
+    key = (self.path, os.getpid())
+    if key not in _ZIPS:
       try:
-        self._zip = zipfile.ZipFile(self.path)
+        handle = zipfile.ZipFile(self.path)
       except (zipfile.BadZipFile, OSError) as e:
         raise SourceError(f"{self.path} is not a complete zip archive ({e}): the download is "
                           "truncated or it is another file (download it again)") from None
-      self._pid = os.getpid()
-    return self._zip
-
-  def __getstate__(self):
-    return {"path": self.path, "_infos": self._infos, "_zip": None, "_pid": None}
+      _ZIPS[key] = handle, {i.filename: i for i in handle.infolist() if not i.is_dir()}
+    return _ZIPS[key]
 
   def names(self) -> list[str]:
-    return list(self._infos)
+    return list(self._zip()[1])
 
   def __contains__(self, name: str) -> bool:
-    return name in self._infos
+    return name in self._zip()[1]
 
   def size(self, name: str) -> int:
-    return self._infos[name].file_size
+    return self._zip()[1][name].file_size
 
   def open(self, name: str) -> BinaryIO:
-    if name not in self._infos:
+    handle, infos = self._zip()
+    if name not in infos:
       raise self.missing(name)
-    return self._handle().open(self._infos[name])
+    return handle.open(infos[name])
 
   def read(self, name: str) -> bytes:
     try:
       return super().read(name)
-    except (zipfile.BadZipFile, EOFError, OSError) as e:
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
       raise SourceError(f"{self.path}: member {name} cannot be read ({e}): the archive is "
                         "corrupt (download it again)") from None
 

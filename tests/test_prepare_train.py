@@ -1,5 +1,9 @@
 """One shipped config per real dataset trains two steps (and evaluates) on the dataset prepared
-from its tiny publisher-layout source, with overrides that make it small."""
+from its tiny publisher-layout source, with overrides that make it small.
+
+cifar100 and voc/2012, which no shipped config names, are not trained here (to keep these tests
+within their time budget): their examples and feature specs are checked in
+test_prepare_datasets.py, and they run the same task and model code as cifar10 and voc/2007."""
 import json
 
 import numpy as np
@@ -58,12 +62,10 @@ def _gan(config):
 RUNS = {
     "mnist": ("lenet5_mnist", lambda c: c, "test"),
     "cifar10": ("resnet20_cifar10", lambda c: c, "test"),
-    "cifar100": ("resnet20_cifar10", lambda c: c, "test"),
     "imagenet2012": ("resnet50_imagenet", lambda c: _classifier(c, 32), "validation"),
     "coco/2017": ("faster_rcnn_r50_fpn_coco", _detector, "validation"),
     "coco_captions": ("show_tell_coco", _captioner, "test"),
     "voc/2007": ("faster_rcnn_vgg16_voc07", _detector, "test"),
-    "voc/2012": ("faster_rcnn_vgg16_voc07", _detector, "validation"),
     "voc2012_segmentation": ("fcn8s_voc2012", _segmenter, "val"),
     "celeb_a": ("dcgan_celeba64", _gan, "test"),
 }

@@ -114,7 +114,7 @@ def test_unprepared_dataset_error_names_the_offline_command(tmp_path):
   with pytest.raises(datasets.DatasetNotPreparedError) as e:
     datasets.get_data_source(NAME, "train", str(tmp_path))
   message = str(e.value)
-  assert f"research-prepare-data {NAME} --voc_dir" in message and "tfds build" not in message
+  assert f"research-prepare-data {NAME} --source DIR" in message and "tfds build" not in message
 
 
 def test_task_pads_crops_and_keeps_the_ignore_label(voc):

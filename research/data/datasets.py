@@ -37,12 +37,6 @@ FILE_DATASETS = {
     "text": "research.data.text",
 }
 
-# Real datasets that can be prepared without network from files the user has.
-OFFLINE_PREPARERS = {
-    "mnist": "research-prepare-data mnist --idx_dir DIR_WITH_THE_4_IDX_GZ_FILES --data_dir {data_dir}",
-    "voc2012_segmentation": "research-prepare-data voc2012_segmentation "
-                            "--voc_dir DIR_WITH_VOCdevkit --data_dir {data_dir}",
-}
 
 
 # A user's TFDS builders generated into data_dir on first use, like BUILTIN (register_dataset).
@@ -103,22 +97,36 @@ def get_builder(name: str, data_dir: Optional[str] = None) -> tfds.core.DatasetB
   if base in OFFLINE_BUILDERS:
     importlib.import_module(OFFLINE_BUILDERS[base])
   try:
-    builder = tfds.builder(name, data_dir=data_dir)
+    if ":" in name:  # a version given: TFDS reads the prepared files, no builder code needed
+      builder = tfds.builder(name, data_dir=data_dir)
+    else:  # (constructs coco's builder, whose code names TensorFlow's dtypes, without TensorFlow)
+      from research.data.prepare.common import catalog_builder
+      builder = catalog_builder(name, data_dir, file_format=None)
   except tfds.core.registered.DatasetNotFoundError as e:
     raise DatasetNotPreparedError(
         f"dataset {name!r} is neither built in ({', '.join(sorted(BUILTIN))}) nor in the TFDS "
         f"catalog: {str(e).splitlines()[0]}") from None
   if not builder.is_prepared():
-    offline = OFFLINE_PREPARERS.get(base, "").format(data_dir=data_dir)
-    if base in OFFLINE_BUILDERS:
-      how = f"  {offline}"
-    else:
-      how = f"  tfds build {name} --data_dir {data_dir} --file_format=array_record   (needs network)"
-      how += f"\nor, offline:\n  {offline}" if offline else ""
-    raise DatasetNotPreparedError(
-        f"dataset {name!r} is not prepared in data_dir {data_dir} (looked for {builder.data_dir}). "
-        f"Prepare it with:\n{how}")
+    raise DatasetNotPreparedError(_not_prepared_message(name, data_dir, str(builder.data_dir)))
   return builder
+
+
+def _not_prepared_message(name: str, data_dir: str, looked_for: str) -> str:
+  """How to prepare `name`: offline from the publisher's files, else with `tfds build`."""
+  from research.data import prepare  # (its modules load only when asked for)
+  catalog = name.split(":")[0]
+  message = f"dataset {name!r} is not prepared in data_dir {data_dir} (looked for {looked_for})."
+  offline = catalog if catalog in prepare.MODULES else _base_name(name)
+  if offline in prepare.MODULES:
+    message += (f" Prepare it offline, from {prepare.files_needed(offline)} in a folder DIR:\n"
+                f"  research-prepare-data {offline} --source DIR --data_dir {data_dir}")
+    if offline in OFFLINE_BUILDERS:
+      return message
+    message += "\nor, "
+  else:
+    message += " Prepare it "
+  return message + (f"with TFDS (needs `pip install tensorflow-cpu` and network):\n"
+                    f"  tfds build {name} --data_dir {data_dir} --file_format=array_record")
 
 
 class InMemorySource:

@@ -1,16 +1,11 @@
 """The `voc2012_segmentation` dataset: PASCAL VOC 2012 semantic segmentation, built from local files.
 
-TFDS's `voc/2012` has boxes but no segmentation masks, so this builder reads a VOCdevkit the user
-has (never the network):
+TFDS's `voc/2012` has boxes but no segmentation masks, so this dataset is prepared from the files
+the user has (never the network) by research/data/prepare/voc_segmentation.py:
 
-  research-prepare-data voc2012_segmentation --voc_dir DIR --data_dir DATA_DIR
+  research-prepare-data voc2012_segmentation --source DIR --data_dir DATA_DIR
 
-DIR (the TFDS manual_dir) holds VOCdevkit/VOC2012 (DIR may also be VOCdevkit or VOC2012 itself):
-  JPEGImages/<id>.jpg                        the images (VOCtrainval_11-May-2012.tar)
-  SegmentationClass/<id>.png                 masks of the train and val images, palettized
-  ImageSets/Segmentation/{train,val}.txt     one <id> a line
-  SegmentationClassAug/<id>.png              optional: the SBD-augmented masks (greyscale PNGs
-                                             of class indices, as distributed with DeepLab)
+This module defines its feature spec (the builder that reads it) and the mask reader.
 
 Splits:
   train       ImageSets/Segmentation/train.txt (1,464 images), masks from SegmentationClass
@@ -21,7 +16,7 @@ There is no test split: VOC 2012 test masks are not public (score on the evaluat
 
 Features (H, W: the image's own size, at most 500 x 500 in VOC 2012):
   image               Image uint8 [H, W, 3]: the original JPEG bytes (decoding gives exactly
-                      what PIL gives for the file); a non-RGB JPEG is converted to RGB
+                      what PIL gives for the file); a JPEG neither RGB nor greyscale is converted
   image/id            int64: the id's digits, '2007_000032' -> 2007000032 (as for voc/2012)
   image/filename      Text: '<id>.jpg'
   segmentation_mask   Image uint8 [H, W, 1], png: class index 0 (background) .. 20, and 255 on
@@ -30,9 +25,7 @@ Metadata: 'class_names', the 21 names of the mask values 0..20 (CLASS_NAMES).
 """
 from __future__ import annotations
 
-import os
-import re
-from typing import Iterator, Sequence
+from typing import BinaryIO, Union
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -45,47 +38,26 @@ CLASS_NAMES = (
     "train", "tvmonitor")
 IGNORE_LABEL = 255
 _VALID_VALUES = np.array(list(range(len(CLASS_NAMES))) + [IGNORE_LABEL], np.uint8)
-_ID = re.compile(r"^\d{4}_\d{6}$")
 
 
-def find_voc2012(root: str) -> str:
-  """The VOC2012 directory under `root` (root/VOCdevkit/VOC2012, root/VOC2012 or root itself)."""
-  for candidate in (os.path.join(root, "VOCdevkit", "VOC2012"), os.path.join(root, "VOC2012"), root):
-    if os.path.isdir(os.path.join(candidate, "JPEGImages")):
-      return candidate
-  raise FileNotFoundError(
-      f"no VOC 2012 devkit under {root}: expected {root}/VOCdevkit/VOC2012/JPEGImages (extract "
-      "VOCtrainval_11-May-2012.tar there)")
-
-
-def read_ids(path: str) -> list[str]:
-  """The image ids listed one a line in an ImageSets file, e.g. ['2007_000032', ...]."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"VOC split file {path} not found")
-  with open(path) as f:
-    ids = [line.strip() for line in f if line.strip()]
-  bad = [i for i in ids if not _ID.match(i)]
-  if bad:
-    raise ValueError(f"{path}: not VOC image ids (YYYY_NNNNNN): {bad[:5]}")
-  return ids
-
-
-def read_mask(path: str) -> np.ndarray:
+def read_mask(path: Union[str, BinaryIO], where: str = "") -> np.ndarray:
   """The class indices of a VOC label PNG, uint8 [H, W], values 0..20 or 255.
 
   SegmentationClass PNGs are palettized (mode 'P'): the palette indices are the class indices
   (never convert them to RGB or greyscale, which would map them through the colour palette).
   SegmentationClassAug PNGs are greyscale (mode 'L') class indices. Other modes (e.g. a mask
-  saved as RGB colours) and values outside 0..20, 255 raise ValueError naming the file.
+  saved as RGB colours) and values outside 0..20, 255 raise ValueError naming the file (`where`,
+  else `path`).
   """
+  where = where or str(path)
   with Image.open(path) as image:
     if image.mode not in ("P", "L"):
-      raise ValueError(f"{path}: a VOC mask must be a palettized ('P') or greyscale ('L') PNG of "
+      raise ValueError(f"{where}: a VOC mask must be a palettized ('P') or greyscale ('L') PNG of "
                        f"class indices, got mode {image.mode!r}")
     mask = np.array(image, np.uint8)
   unexpected = np.setdiff1d(np.unique(mask), _VALID_VALUES)
   if unexpected.size:
-    raise ValueError(f"{path}: mask values {unexpected.tolist()} are not VOC class indices "
+    raise ValueError(f"{where}: mask values {unexpected.tolist()} are not VOC class indices "
                      f"(0..{len(CLASS_NAMES) - 1}, or {IGNORE_LABEL})")
   return mask
 
@@ -102,9 +74,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
-  Extract VOCtrainval_11-May-2012.tar (and optionally SegmentationClassAug.zip into
-  VOCdevkit/VOC2012/) into a directory DIR, then run:
-    research-prepare-data voc2012_segmentation --voc_dir DIR --data_dir DATA_DIR
+  Put VOCtrainval_11-May-2012.tar (and optionally SegmentationClassAug.zip) in DIR, or their
+  extracted contents, then run:
+    research-prepare-data voc2012_segmentation --source DIR --data_dir DATA_DIR
   """
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -123,45 +95,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_generators(self, dl_manager):
-    root = find_voc2012(os.fspath(dl_manager.manual_dir))
-    sets = os.path.join(root, "ImageSets", "Segmentation")
-    masks = os.path.join(root, "SegmentationClass")
-    val = read_ids(os.path.join(sets, "val.txt"))
-    splits = {"train": self._generate_examples(root, read_ids(os.path.join(sets, "train.txt")), masks),
-              "val": self._generate_examples(root, val, masks)}
-    aug = os.path.join(root, "SegmentationClassAug")
-    if os.path.isdir(aug):
-      val_ids = set(val)
-      aug_ids = sorted(f[:-4] for f in os.listdir(aug) if f.endswith(".png") and f[:-4] not in val_ids)
-      splits["train_aug"] = self._generate_examples(root, aug_ids, aug)
-    return splits
+    raise NotImplementedError("prepare voc2012_segmentation with: research-prepare-data "
+                              "voc2012_segmentation --source DIR")
 
-  def _generate_examples(self, root: str, ids: Sequence[str], mask_dir: str) -> Iterator[tuple[str, dict]]:
-    for voc_id in ids:
-      image_path = os.path.join(root, "JPEGImages", f"{voc_id}.jpg")
-      if not os.path.isfile(image_path):
-        raise FileNotFoundError(f"image {image_path} not found (listed for {mask_dir})")
-      mask = read_mask(os.path.join(mask_dir, f"{voc_id}.png"))
-      with Image.open(image_path) as image:
-        if image.size != (mask.shape[1], mask.shape[0]):
-          raise ValueError(f"{image_path} is {image.size[0]}x{image.size[1]} (WxH) but its mask is "
-                           f"{mask.shape[1]}x{mask.shape[0]}")
-        # Without TensorFlow, Image features take bytes or PIL images (numpy needs TF to encode).
-        if image.mode == "RGB":
-          with open(image_path, "rb") as f:
-            encoded = f.read()
-        else:
-          encoded = image.convert("RGB")
-      yield voc_id, {
-          "image": encoded,
-          "image/id": image_id(voc_id),
-          "image/filename": f"{voc_id}.jpg",
-          "segmentation_mask": Image.fromarray(mask, mode="L"),
-      }
-
-
-def prepare(voc_dir: str, data_dir: str) -> tfds.core.DatasetBuilder:
-  """Writes voc2012_segmentation (array_record) into `data_dir` from the VOCdevkit in `voc_dir`."""
-  builder = Builder(data_dir=data_dir, file_format="array_record")
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=voc_dir))
-  return builder
+  def _generate_examples(self):
+    raise NotImplementedError

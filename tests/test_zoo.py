@@ -99,7 +99,7 @@ SPECS: Dict[str, Spec] = {
     "resnet20": _classifier(),
     **{name: _SHALLOW_CIFAR_RESNET for name in ("resnet32", "resnet44", "resnet56", "resnet110")},
     **{name: _classifier(hidden=16) for name in ("vgg11", "vgg13", "vgg16", "vgg19")},
-    "vgg11_bn": _VGG_BN, "vgg16_bn": _VGG_BN,
+    **{name: _VGG_BN for name in ("vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn")},
     "alexnet": _classifier(64, hidden=16),  # The smallest input AlexNet takes is 63x63.
     "googlenet": dataclasses.replace(_classifier(), train_out={"logits": (2, 3), "aux1": (2, 3), "aux2": (2, 3)}),
     "fcn32s": _segmenter(), "fcn16s": _segmenter(), "fcn8s": _segmenter(),

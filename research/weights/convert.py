@@ -18,6 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import research.models  # noqa: F401  (registers the models)
+from research.core.registry import MODELS
+from research.models.classifiers.vgg import _CFGS
+
 PyTree = Any
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -38,7 +42,6 @@ class WeightsError(ValueError):
 def _vgg_rename(arch: str) -> Tuple[Tuple[str, str], ...]:
   """torchvision's `features.<index>` (convolutions, BatchNorms, ReLUs and pools counted alike) ->
   our `conv<config index>` and `BatchNorm_<k>`; `classifier.0/3/6` -> `classifier.fc1/2/3`."""
-  from research.models.classifiers.vgg import _CFGS
   batch_norm = arch.endswith("_bn")
   rename, t, k = [], 0, 0
   for i, v in enumerate(_CFGS[int(arch[3:5])]):
@@ -134,8 +137,6 @@ def convert(arch: str, state_dict: Mapping[str, Any]) -> Tuple[Dict[str, PyTree]
   The variables are checked against the model built with those kwargs: every array present, none
   left over, shapes equal; anything else is a WeightsError naming the arrays that differ.
   """
-  import research.models  # noqa: F401  (registers the models)
-  from research.core.registry import MODELS
   rename, flattened = layout(arch)
   kwargs = model_kwargs(arch, state_dict)
   variables, sources = torch_to_flax(state_dict, rename, flattened)
@@ -146,7 +147,7 @@ def convert(arch: str, state_dict: Mapping[str, Any]) -> Tuple[Dict[str, PyTree]
   unexpected = [sources[p] for p in got if p not in expected]
   reshaped = [f"{sources[p]} {got[p]} (want {expected[p]})" for p in got if p in expected and got[p] != expected[p]]
   if missing or unexpected or reshaped:
-    parts = [f"{len(v)} {what} (e.g. {', '.join(v[:3])})" for what, v in
+    parts = [f"{len(v)} arrays {what} (e.g. {', '.join(v[:3])})" for what, v in
              (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped)) if v]
     raise WeightsError(f"not a torchvision {arch} checkpoint: {'; '.join(parts)}. Check --arch.")
   return variables, kwargs

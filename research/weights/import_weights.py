@@ -17,7 +17,10 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from research.weights.convert import ARCHITECTURES, WeightsError
+from research.core.state import count_params
+from research.weights.convert import ARCHITECTURES, WeightsError, convert
+from research.weights.files import read_state_dict
+from research.weights.workdir import check_new_folder, imagenet_config, write_workdir
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--weights", required=True, metavar="FILE", help="its state_dict (.pth, .pt, .safetensors)")
   parser.add_argument("--out", required=True, metavar="DIR", help="the run folder to write (new or empty)")
   parser.add_argument("--data_dir", default="", help="TFDS data_dir of imagenet2012 (default: $TFDS_DATA_DIR)")
+  parser.add_argument("--eval_resize", type=int, default=256,
+                      help="shorter side before the 224 centre crop (torchvision's IMAGENET1K_V2 ResNet-50: 232)")
   parser.add_argument("--transform_input", action=argparse.BooleanOptionalAction, default=None,
                       help="googlenet: inputs normalized as torchvision's transform_input does (default on)")
   return parser
@@ -38,20 +43,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   try:
     if args.transform_input is not None and args.arch != "googlenet":
       raise WeightsError("--transform_input is GoogLeNet's option (torchvision's transform_input)")
-    from research.core.state import count_params
-    from research.weights.convert import convert
-    from research.weights.files import read_state_dict
-    from research.weights.workdir import imagenet_config, write_workdir
+    if args.eval_resize < 224:
+      raise WeightsError(f"--eval_resize={args.eval_resize}: the shorter side must be at least the 224 crop")
+    check_new_folder(args.out)
     variables, kwargs = convert(args.arch, read_state_dict(args.weights))
     transform_input = args.arch == "googlenet" and args.transform_input is not False
-    config = imagenet_config(args.arch, kwargs, transform_input, args.data_dir)
+    config = imagenet_config(args.arch, kwargs, transform_input, args.data_dir, args.eval_resize)
     out = write_workdir(args.out, config, variables)
   except WeightsError as e:
     print(f"import_weights: error: {e}", file=sys.stderr)
     return 1
   print(f"wrote {out}: {args.arch}, {count_params(variables['params']):,} parameters, "
         f"{kwargs['num_classes']} classes")
-  print(f"  evaluate:  research-evaluate --workdir {out}   (imagenet2012 validation, resize 256, centre crop 224)")
+  print(f"  evaluate:  research-evaluate --workdir {out}   (imagenet2012 validation, resize "
+        f"{args.eval_resize}, centre crop 224)")
   print(f"  fine-tune: --config.init_from.workdir={out}")
   return 0
 

@@ -21,6 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
+import research.tasks  # noqa: F401  (registers the tasks)
+from research.core.checkpoint import Checkpointer
+from research.core.config import default_config, model_config, task_config
+from research.core.optim import build_optimizer
+from research.core.registry import TASKS
 from research.weights.convert import WeightsError
 
 PyTree = Any
@@ -33,13 +38,12 @@ HALF = (0.5, 0.5, 0.5)
 
 
 def imagenet_config(arch: str, kwargs: Dict[str, Any], transform_input: bool = False,
-                    data_dir: str = "") -> ConfigDict:
+                    data_dir: str = "", eval_resize: int = 256) -> ConfigDict:
   """The evaluation config of MODELS `arch` built with `kwargs` (num_classes included) on imagenet2012.
 
   transform_input: normalize with mean = std = 0.5 (GoogLeNet's transform_input) instead of
-  ImageNet's mean and std.
+  ImageNet's mean and std. eval_resize: the shorter side before the 224 x 224 centre crop.
   """
-  from research.core.config import default_config, model_config, task_config
   config = default_config()
   config.model = model_config(arch, **{k: v for k, v in kwargs.items() if k != "num_classes"})
   config.dataset.name = "imagenet2012"
@@ -49,7 +53,7 @@ def imagenet_config(arch: str, kwargs: Dict[str, Any], transform_input: bool = F
   config.dataset.cache_mb = 0
   config.dataset.num_workers = 16
   config.task = task_config("classification", num_classes=int(kwargs["num_classes"]), image_size=224,
-                            eval_resize=256, mean=HALF if transform_input else IMAGENET_MEAN,
+                            eval_resize=int(eval_resize), mean=HALF if transform_input else IMAGENET_MEAN,
                             std=HALF if transform_input else IMAGENET_STD)
   config.batch_size = 256
   config.num_epochs = 90
@@ -60,9 +64,6 @@ def imagenet_config(arch: str, kwargs: Dict[str, Any], transform_input: bool = F
 def _checkpoint_tree(config: ConfigDict, variables: Dict[str, PyTree]) -> Dict[str, PyTree]:
   """{'state': TrainState, 'accum': {metric: (sum, count)}} as research.core.train.Trainer saves
   it, on one device (restoring reshards it onto any mesh)."""
-  import research.tasks  # noqa: F401  (registers the tasks)
-  from research.core.optim import build_optimizer
-  from research.core.registry import TASKS
   task = TASKS.get(config.task.name)(config)
   tx = build_optimizer(config.optimizer, 1)  # The optimizer state's structure does not depend on the duration.
   device = jax.local_devices()[0]
@@ -71,17 +72,21 @@ def _checkpoint_tree(config: ConfigDict, variables: Dict[str, PyTree]) -> Dict[s
   sample = {"image": jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32),
             "label": jax.ShapeDtypeStruct((1,), jnp.int32)}
   metrics = jax.eval_shape(lambda s, b: task.train_step(s, b, jax.random.PRNGKey(0))[1], state, sample)
-  zero = jax.device_put(np.zeros((), np.float32), device)
-  return {"state": state, "accum": {k: (zero, zero) for k in metrics}}
+  zeros = lambda: jax.device_put(np.zeros((), np.float32), device)  # noqa: E731
+  return {"state": state, "accum": {k: (zeros(), zeros()) for k in metrics}}
+
+
+def check_new_folder(out: str) -> None:
+  """Raises WeightsError unless `out` is a path that does not exist or an empty folder."""
+  if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+    raise WeightsError(f"{os.path.abspath(out)} already exists and is not an empty folder; pass a new --out")
 
 
 def write_workdir(out: str, config: ConfigDict, variables: Dict[str, PyTree]) -> str:
   """Writes the run folder `out` (module docstring) for `config` holding `variables`; returns its
   absolute path. `out` must not exist or be empty."""
-  from research.core.checkpoint import Checkpointer
   out = os.path.abspath(out)
-  if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-    raise WeightsError(f"{out} already exists and is not an empty folder; pass a new --out")
+  check_new_folder(out)
   partial = out + ".partial"
   shutil.rmtree(partial, ignore_errors=True)
   os.makedirs(partial)

@@ -4,13 +4,15 @@ folder `import_weights` writes is evaluated by the evaluate path and loaded by t
 
 Models are randomly initialized (tests/torch_weights.randomize_) with a 16-wide classifier for VGG and
 AlexNet (their fc layers are the same code at any width), on 64x64 inputs (AlexNet 127x127, so that
-its last map is 3x3 and the flattening order matters).
+its last map is 3x3 and the flattening order matters; GoogLeNet 57x57, where ceil-mode pools differ).
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +28,7 @@ from research.core.config import load_config_file  # noqa: E402
 from research.core.registry import MODELS  # noqa: E402
 from research.tasks.base import build_registered  # noqa: E402
 from research.weights import import_weights  # noqa: E402
-from research.weights.convert import RESNETS, VGGS, WeightsError, convert, layout, torch_to_flax  # noqa: E402
+from research.weights.convert import VGGS, WeightsError, convert, layout, torch_to_flax  # noqa: E402
 from research.weights.files import read_state_dict  # noqa: E402
 from research.weights.workdir import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from tests.torch_weights import randomize_  # noqa: E402
@@ -43,6 +45,8 @@ def _torchvision(arch: str, hidden: int = 16, randomize: bool = True) -> "torch.
   if arch == "googlenet":
     model = torchvision.models.googlenet(num_classes=NUM_CLASSES, aux_logits=True, transform_input=True,
                                          init_weights=False)
+  elif arch in VGGS:  # Not initializing the 4096-wide classifier that is replaced below saves time.
+    model = getattr(torchvision.models, arch)(num_classes=NUM_CLASSES, init_weights=False)
   else:
     model = getattr(torchvision.models, arch)(num_classes=NUM_CLASSES)
   if arch in VGGS or arch == "alexnet":
@@ -166,6 +170,22 @@ def test_pth_and_safetensors_files_read_the_same(tmp_path):
                         ("broken.pth", "not a readable PyTorch checkpoint")):
     with pytest.raises(WeightsError, match=message):
       read_state_dict(str(tmp_path / name))
+
+
+def test_command_never_imports_torch_for_safetensors(tmp_path):
+  """`python -m research.weights.import_weights` on a .safetensors file, with torch made unimportable."""
+  from safetensors.torch import save_file
+  ref = _MODELS.setdefault("alexnet", _torchvision("alexnet"))
+  save_file(ref.state_dict(), str(tmp_path / "alexnet.safetensors"))
+  code = ("import sys; sys.modules['torch'] = None; from research.weights.import_weights import run; "
+          f"run(['--arch', 'alexnet', '--weights', {str(tmp_path / 'alexnet.safetensors')!r}, "
+          f"'--out', {str(tmp_path / 'run')!r}])")
+  result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+  assert result.returncode == 0, result.stderr
+  assert "alexnet" in result.stdout
+  variables, _ = convert("alexnet", ref.state_dict())
+  jax.tree_util.tree_map(np.testing.assert_array_equal, load_variables(str(tmp_path / "run")), variables)
 
 
 def _evaluate(workdir: str):

@@ -259,11 +259,16 @@ def _flat(tree):
   return {"/".join(str(k.key) for k in path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-@pytest.mark.parametrize("name,arch,overrides,extra", [
+_BACKBONE_CONFIGS = [
     ("faster_rcnn_r50_fpn_coco", "resnet50", {}, {"num_classes": 3}),
-    ("multitask_coco", "resnet50", {}, {"heads": ("detection", "captioning"), "num_classes": {"detection": 3}, "vocab_size": 11}),
+    ("multitask_coco", "resnet50", {},
+     {"heads": ("detection", "captioning"), "num_classes": {"detection": 3}, "vocab_size": 11}),
+    ("deeplabv3_r50_voc2012", "resnet50", {"aspp_features": 8}, {"num_classes": 3}),
     ("fcn8s_voc2012", "vgg16", {"fc_channels": 16}, {"num_classes": 3}),
-    ("faster_rcnn_vgg16_voc07", "vgg16", {"box_head_hidden": 16}, {"num_classes": 3})])
+    ("faster_rcnn_vgg16_voc07", "vgg16", {"box_head_hidden": 16}, {"num_classes": 3})]
+
+
+@pytest.mark.parametrize("name,arch,overrides,extra", _BACKBONE_CONFIGS, ids=[c[0] for c in _BACKBONE_CONFIGS])
 def test_config_init_from_loads_the_imagenet_backbone(imported, name, arch, overrides, extra):
   """config.init_from with the config's own renames, on the folder import_weights wrote: every
   backbone array (and VGG's fc1 / fc2 as fc6 / fc7, reshaped) takes the converted ImageNet values;

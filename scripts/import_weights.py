@@ -1,4 +1,5 @@
-"""A torchvision checkpoint -> a run folder:  python scripts/import_weights.py --arch resnet50 --weights FILE.pth --out DIR
+"""A torchvision checkpoint -> a run folder that evaluate and init_from read:
+    python scripts/import_weights.py --arch resnet50 --weights FILE.pth --out DIR
 
 The command is research/weights/import_weights.py (its docstring says more).
 """

@@ -149,6 +149,9 @@ def test_wrong_architecture_is_a_clear_error():
     convert("resnet34", state_dict)
   with pytest.raises(WeightsError, match="not a torchvision vgg11 checkpoint: it has no classifier.6.weight"):
     convert("vgg11", state_dict)
+  alexnet = _MODELS.setdefault("alexnet", _torchvision("alexnet")).state_dict()
+  with pytest.raises(WeightsError, match="not a torchvision vgg16 checkpoint: it has no classifier.0.weight"):
+    convert("vgg16", alexnet)
 
 
 def test_pth_and_safetensors_files_read_the_same(tmp_path):

@@ -80,6 +80,8 @@ def torch_to_flax(state_dict: Mapping[str, Any], rename: Sequence[Tuple[str, str
   sources: Dict[str, str] = {}
   flattened = dict(flattened)
   for key, value in state_dict.items():
+    if "." not in key:
+      raise WeightsError(f"{key!r} is not a module's array (torch's 'module.name' keys)")
     module, leaf = key.rsplit(".", 1)
     if leaf == "num_batches_tracked":
       continue
@@ -94,6 +96,8 @@ def torch_to_flax(state_dict: Mapping[str, Any], rename: Sequence[Tuple[str, str
       else:
         if module in flattened:
           side = flattened[module]
+          if value.shape[1] % (side * side):
+            raise WeightsError(f"{key} {value.shape}: its inputs are not a flattened {side}x{side} map")
           value = value.reshape(value.shape[0], -1, side, side).transpose(0, 2, 3, 1).reshape(value.shape[0], -1)
         value = value.T
     else:
@@ -114,13 +118,17 @@ def torch_to_flax(state_dict: Mapping[str, Any], rename: Sequence[Tuple[str, str
 def model_kwargs(arch: str, state_dict: Mapping[str, Any]) -> Dict[str, Any]:
   """The model's constructor arguments that a checkpoint fixes: num_classes, and the classifier
   width (`hidden`) of VGG and AlexNet, or whether GoogLeNet has its auxiliary heads."""
-  last = {"alexnet": "classifier.6", **{v: "classifier.6" for v in VGGS}}.get(arch, "fc")
-  if f"{last}.weight" not in state_dict:
-    raise WeightsError(f"not a torchvision {arch} checkpoint: it has no {last}.weight "
-                       f"(its first keys: {', '.join(list(state_dict)[:4])})")
-  kwargs: Dict[str, Any] = {"num_classes": int(np.shape(state_dict[f"{last}.weight"])[0])}
+  def outputs(module: str) -> int:
+    if f"{module}.weight" not in state_dict:
+      raise WeightsError(f"not a torchvision {arch} checkpoint: it has no {module}.weight "
+                         f"(its first keys: {', '.join(list(state_dict)[:4])})")
+    return int(np.shape(state_dict[f"{module}.weight"])[0])
+
   if arch == "alexnet" or arch in VGGS:
-    kwargs["hidden"] = int(np.shape(state_dict[f"classifier.{1 if arch == 'alexnet' else 0}.weight"])[0])
+    kwargs: Dict[str, Any] = {"num_classes": outputs("classifier.6"),
+                              "hidden": outputs("classifier.1" if arch == "alexnet" else "classifier.0")}
+  else:
+    kwargs = {"num_classes": outputs("fc")}
   if arch == "googlenet":
     kwargs["aux_logits"] = "aux1.fc2.weight" in state_dict
   return kwargs

@@ -57,15 +57,12 @@ def test_adaptive_avg_pool_matches_torch():
   np.testing.assert_allclose(adaptive_avg_pool(jnp.asarray(x), 6), ref.numpy(), rtol=1e-5, atol=1e-6)
 
 
-_TORCHVISION_RESNET_NAMES = [(r"^layer(\d)\.(\d+)", r"layer\1_\2"), (r"downsample\.0$", "downsample_conv"),
-                             (r"downsample\.1$", "downsample_bn")]
-
-
 @pytest.mark.parametrize("dilation", [(False, False, False), (False, False, True), (False, True, True)])
 def test_resnet50_matches_torchvision_with_and_without_dilation(dilation):
   torch = pytest.importorskip("torch")
   torchvision = pytest.importorskip("torchvision")
-  from tests.torch_weights import randomize_, torchvision_to_flax
+  from research.weights.convert import layout, torch_to_flax
+  from tests.torch_weights import randomize_
   torch.manual_seed(0)
   ref = torchvision.models.resnet50(num_classes=5, replace_stride_with_dilation=list(dilation)).eval()
   randomize_(ref)
@@ -73,7 +70,7 @@ def test_resnet50_matches_torchvision_with_and_without_dilation(dilation):
   with torch.no_grad():
     expected = ref(torch.tensor(x).permute(0, 3, 1, 2)).numpy()
   model = MODELS.build("resnet50", num_classes=5, replace_stride_with_dilation=dilation)
-  variables = torchvision_to_flax(ref.state_dict(), _TORCHVISION_RESNET_NAMES)
+  variables, _ = torch_to_flax(ref.state_dict(), *layout("resnet50"))
   ours = jax.jit(model.apply)(variables, jnp.asarray(x))
   np.testing.assert_allclose(np.asarray(ours), expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
   # The backbone form: 'c5' at output stride 32 / 16 / 8.

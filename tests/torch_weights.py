@@ -1,37 +1,8 @@
-"""torchvision weights into this project's Flax models, for tests that compare the two."""
+"""Random torchvision weights for tests that compare models with torchvision (the conversion itself
+is research.weights.convert)."""
 from __future__ import annotations
 
-import re
-from typing import Any, Dict, Sequence, Tuple
-
-import jax.numpy as jnp
-
-
-def torchvision_to_flax(state_dict: Dict[str, Any], rename: Sequence[Tuple[str, str]] = ()) -> Dict[str, Any]:
-  """A torch state_dict -> {'params', 'batch_stats'}: module paths renamed by the (regex,
-  replacement) pairs in order, then split at '.'; BatchNorm modules (those with running_mean)
-  give scale/bias/mean/var; conv weights OIHW -> HWIO, linear weights transposed to [in, out]."""
-  variables: Dict[str, Any] = {"params": {}, "batch_stats": {}}
-  for key, value in state_dict.items():
-    module, leaf = key.rsplit(".", 1)
-    if leaf == "num_batches_tracked":
-      continue
-    value = value.numpy()
-    if f"{module}.running_mean" in state_dict:
-      collection, leaf = {"weight": ("params", "scale"), "bias": ("params", "bias"),
-                          "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}[leaf]
-    elif leaf == "weight":
-      collection, leaf = "params", "kernel"
-      value = value.transpose(2, 3, 1, 0) if value.ndim == 4 else value.T
-    else:
-      collection = "params"
-    for pattern, replacement in rename:
-      module = re.sub(pattern, replacement, module)
-    node = variables[collection]
-    for part in module.split("."):
-      node = node.setdefault(part, {})
-    node[leaf] = jnp.asarray(value)
-  return variables
+from typing import Any
 
 
 def randomize_(model: Any) -> None:

@@ -63,7 +63,9 @@ class _Classifier(nn.Module):
 @MODELS.register("vgg16", depth=16)
 @MODELS.register("vgg19", depth=19)
 @MODELS.register("vgg11_bn", depth=11, batch_norm=True)
+@MODELS.register("vgg13_bn", depth=13, batch_norm=True)
 @MODELS.register("vgg16_bn", depth=16, batch_norm=True)
+@MODELS.register("vgg19_bn", depth=19, batch_norm=True)
 @BACKBONES.register("vgg16", depth=16, features_only=True)
 class VGG(nn.Module):
   """images [N, H, W, 3] (224 in the paper; any size >= 32) -> logits [N, num_classes], or with

@@ -27,7 +27,7 @@ from research.core.checkpoint import load_variables, merge_pretrained  # noqa: E
 from research.core.config import load_config_file  # noqa: E402
 from research.core.registry import MODELS  # noqa: E402
 from research.tasks.base import build_registered  # noqa: E402
-from research.weights import import_weights  # noqa: E402
+from research.cli import import_weights  # noqa: E402
 from research.weights.convert import VGGS, WeightsError, convert, layout, torch_to_flax  # noqa: E402
 from research.weights.files import read_state_dict  # noqa: E402
 from research.weights.workdir import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
@@ -176,11 +176,11 @@ def test_pth_and_safetensors_files_read_the_same(tmp_path):
 
 
 def test_command_never_imports_torch_for_safetensors(tmp_path):
-  """`python -m research.weights.import_weights` on a .safetensors file, with torch made unimportable."""
+  """`python -m research.cli.import_weights` on a .safetensors file, with torch made unimportable."""
   from safetensors.torch import save_file
   ref = _MODELS.setdefault("alexnet", _torchvision("alexnet"))
   save_file(ref.state_dict(), str(tmp_path / "alexnet.safetensors"))
-  code = ("import sys; sys.modules['torch'] = None; from research.weights.import_weights import run; "
+  code = ("import sys; sys.modules['torch'] = None; from research.cli.import_weights import run; "
           f"run(['--arch', 'alexnet', '--weights', {str(tmp_path / 'alexnet.safetensors')!r}, "
           f"'--out', {str(tmp_path / 'run')!r}])")
   result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -240,7 +240,7 @@ def test_import_weights_writes_a_run_that_evaluates_as_torchvision(tmp_path, dat
   assert scalars["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, labels)), rel=1e-4)
   assert scalars["accuracy"] == pytest.approx(float((logits.argmax(-1) == labels).float().mean()), abs=1e-6)
 
-  assert import_weights.main(["--arch", "vgg11_bn", "--weights", str(tmp_path / "weights.pth"), "--out", out]) == 1
+  assert import_weights.main(["--arch", "vgg11_bn", "--weights", str(tmp_path / "weights.pth"), "--out", out]) == 2
   assert "already exists" in capsys.readouterr().err
 
 

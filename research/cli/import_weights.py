@@ -24,7 +24,7 @@ from research.weights.workdir import check_new_folder, imagenet_config, write_wo
 
 
 def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="import_weights", description=__doc__.split("\n")[0],
+  parser = argparse.ArgumentParser(prog="research-import-weights", description=__doc__.split("\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
   parser.add_argument("--arch", required=True, choices=ARCHITECTURES, help="the torchvision model")
   parser.add_argument("--weights", required=True, metavar="FILE", help="its state_dict (.pth, .pt, .safetensors)")
@@ -51,8 +51,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = imagenet_config(args.arch, kwargs, transform_input, args.data_dir, args.eval_resize)
     out = write_workdir(args.out, config, variables)
   except WeightsError as e:
-    print(f"import_weights: error: {e}", file=sys.stderr)
-    return 1
+    print(f"research-import-weights: error: {e}", file=sys.stderr)
+    return 2
   print(f"wrote {out}: {args.arch}, {count_params(variables['params']):,} parameters, "
         f"{kwargs['num_classes']} classes")
   print(f"  evaluate:  research-evaluate --workdir {out}   (imagenet2012 validation, resize "

@@ -8,6 +8,7 @@ its last map is 3x3 and the flattening order matters; GoogLeNet 57x57, where cei
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -85,13 +86,16 @@ def _leaf(tree, path: str):
   return tree
 
 
-_MODELS = {}
+@functools.lru_cache(maxsize=None)
+def _model(arch: str) -> "torch.nn.Module":
+  """_torchvision(arch), built once for the module's tests."""
+  return _torchvision(arch)
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet34", "resnet50", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn",
                                   "vgg16", "vgg16_bn", "alexnet"])
 def test_converted_model_gives_torchvision_logits(arch):
-  ref = _MODELS.setdefault(arch, _torchvision(arch))
+  ref = _model(arch)
   size = 127 if arch == "alexnet" else 64
   x = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype(np.float32)
   variables, kwargs = convert(arch, ref.state_dict())
@@ -106,7 +110,7 @@ def test_googlenet_with_transform_input_and_aux_heads():
   """Eval: torchvision's transform_input on ImageNet-normalized pixels equals our model on pixels
   normalized with mean = std = 0.5 (what import_weights configures). Train mode (batch statistics,
   dropout off): the auxiliary heads, whose fc1 reads a flattened 4x4 map, agree too."""
-  ref = _MODELS.setdefault("googlenet", _torchvision("googlenet"))
+  ref = _model("googlenet")
   pixels = np.random.default_rng(0).uniform(size=(2, 57, 57, 3)).astype(np.float32)  # Odd: ceil-mode pools.
   variables, kwargs = convert("googlenet", ref.state_dict())
   assert kwargs == {"num_classes": NUM_CLASSES, "aux_logits": True}
@@ -144,19 +148,19 @@ def test_deep_resnets_and_vgg19_convert_onto_our_models():
 
 
 def test_wrong_architecture_is_a_clear_error():
-  state_dict = _MODELS.setdefault("resnet18", _torchvision("resnet18")).state_dict()
+  state_dict = _model("resnet18").state_dict()
   with pytest.raises(WeightsError, match=r"not a torchvision resnet34 checkpoint: \d+ arrays missing .*layer1_2"):
     convert("resnet34", state_dict)
   with pytest.raises(WeightsError, match="not a torchvision vgg11 checkpoint: it has no classifier.6.weight"):
     convert("vgg11", state_dict)
-  alexnet = _MODELS.setdefault("alexnet", _torchvision("alexnet")).state_dict()
+  alexnet = _model("alexnet").state_dict()
   with pytest.raises(WeightsError, match="not a torchvision vgg16 checkpoint: it has no classifier.0.weight"):
     convert("vgg16", alexnet)
 
 
 def test_pth_and_safetensors_files_read_the_same(tmp_path):
   from safetensors.torch import save_file
-  state_dict = _MODELS.setdefault("resnet18", _torchvision("resnet18")).state_dict()
+  state_dict = _model("resnet18").state_dict()
   torch.save(state_dict, tmp_path / "plain.pth")
   torch.save({"model": {f"module.{k}": v for k, v in state_dict.items()}, "epoch": 3}, tmp_path / "reference.pth")
   save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp_path / "model.safetensors"))
@@ -178,7 +182,7 @@ def test_pth_and_safetensors_files_read_the_same(tmp_path):
 def test_command_never_imports_torch_for_safetensors(tmp_path):
   """`python -m research.cli.import_weights` on a .safetensors file, with torch made unimportable."""
   from safetensors.torch import save_file
-  ref = _MODELS.setdefault("alexnet", _torchvision("alexnet"))
+  ref = _model("alexnet")
   save_file(ref.state_dict(), str(tmp_path / "alexnet.safetensors"))
   code = ("import sys; sys.modules['torch'] = None; from research.cli.import_weights import run; "
           f"run(['--arch', 'alexnet', '--weights', {str(tmp_path / 'alexnet.safetensors')!r}, "
@@ -211,7 +215,7 @@ def test_import_weights_writes_a_run_that_evaluates_as_torchvision(tmp_path, dat
   the evaluate path restores. Pointed at 40 `digits` (grey 8x8 digits as RGB, resize 36 / crop 32 for
   speed), its eval loss and accuracy equal torchvision's on the same preprocessed images (VGG-11 with
   BatchNorm: the smallest model with batch_stats to compile)."""
-  ref = _MODELS.setdefault("vgg11_bn", _torchvision("vgg11_bn"))
+  ref = _model("vgg11_bn")
   torch.save(ref.state_dict(), tmp_path / "weights.pth")
   out = str(tmp_path / "run")
   assert import_weights.main(["--arch", "vgg11_bn", "--weights", str(tmp_path / "weights.pth"), "--out", out]) == 0
@@ -250,7 +254,7 @@ def imported(tmp_path_factory):
   folders = {}
   for arch in ("resnet50", "vgg16"):
     directory = tmp_path_factory.mktemp(arch)
-    ref = _MODELS.setdefault(arch, _torchvision(arch))
+    ref = _model(arch)
     torch.save(ref.state_dict(), directory / "weights.pth")
     assert import_weights.main(["--arch", arch, "--weights", str(directory / "weights.pth"),
                                 "--out", str(directory / "run")]) == 0

@@ -315,7 +315,7 @@ def check_resume_config(config: ConfigDict, workdir: str) -> None:
   if stored is None:
     return
   blocking, duration, free = config_changes(stored, config_json(config))
-  if blocking and config.resume_config_change != "allow":
+  if blocking and config.get("resume_config_change", "error") != "allow":
     raise ConfigError(
         f"the config differs from the one {workdir} was trained with, in fields that change what "
         f"is computed:\n  " + "\n  ".join(blocking) + "\nTo resume with the new config anyway, add "

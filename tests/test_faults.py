@@ -421,6 +421,8 @@ def test_processes_busy_sweep_ctrl_c_kill_and_runs(data_dir, tmp_path, finished_
   proc.communicate(timeout=60)
   assert listed.returncode == 0, listed.stderr[-2000:]
   states = {r["name"]: r["state"] for r in json.loads(listed.stdout)}
+  nan = next(r for r in json.loads(listed.stdout) if r["name"] == "nan")
+  assert nan["step"] > 0 and "NaN/Inf" in nan["error"]
   assert states == {"finished": "finished", "nan": "nan", "preempted": "preempted", "disk_full": "failed",
                     os.path.relpath(workdir, root): "running"}
   finished = next(r for r in json.loads(listed.stdout) if r["name"] == "finished")
@@ -451,3 +453,18 @@ def test_misspelled_key_on_the_command_line_is_one_line(tmp_path):
       "--config.model.dropout_rat=0.1; known keys here: activation, dropout_rate, first_padding, "
       "kernel_init, name, pooling")
   assert "Traceback" not in out.stderr
+
+
+def test_config_changes_are_classified():
+  stored = workdir_lib.config_json(small_config("d"))
+  new = workdir_lib.config_json(small_config("elsewhere"))
+  new["model"]["activation"] = "relu"      # the model's default, listed explicitly: no change
+  new["task"]["label_smoothing"] = 0.0     # the task's default: no change
+  new["log_every_steps"], new["dataset"]["num_workers"] = 7, 2
+  new["num_train_steps"] = 9
+  assert workdir_lib.config_changes(stored, new) == (
+      [], ["num_train_steps: 8 -> 9"],
+      ['dataset.data_dir: "d" -> "elsewhere"', "dataset.num_workers: 0 -> 2", "log_every_steps: 3 -> 7"])
+  new["model"]["activation"], new["seed"] = "tanh", 1
+  assert workdir_lib.config_changes(stored, new)[0] == [
+      'model.activation: (absent) -> "tanh"', "seed: 0 -> 1"]

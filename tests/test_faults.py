@@ -21,7 +21,7 @@ import pytest
 from ml_collections import ConfigDict
 
 from research.cli import runs as runs_cli
-from research.core import preflight, workdir as workdir_lib
+from research.core import parallel, preflight, workdir as workdir_lib
 from research.core.checkpoint import load_variables
 from research.core.config import load_config_file, validate
 from research.core.errors import (CheckpointError, ConfigError, DataRecordError, MissingPackageError,
@@ -182,6 +182,27 @@ def test_missing_results_are_reevaluated(finished_run, tmp_path, data_dir):
   assert again == result
   assert [r["step"] for r in _steps_in_order(workdir) if "eval/accuracy" in r] == [6, 12]
   assert workdir_lib.read_json(os.path.join(workdir, "results.json")) == result
+
+
+def test_signal_during_the_last_step_still_finishes(finished_run, tmp_path, data_dir, monkeypatch):
+  source, _, _ = finished_run
+  workdir = _copy(source, tmp_path / "run")
+  prefetch = parallel.prefetch_to_device
+
+  def signalling(batches, mesh, size=2):
+    for i, batch in enumerate(prefetch(batches, mesh, size)):
+      if i == 2:  # resumed at step 12: this batch is the last step's (15)
+        os.kill(os.getpid(), signal.SIGTERM)
+      yield batch
+
+  monkeypatch.setattr(parallel, "prefetch_to_device", signalling)
+  config = _in_process_config(data_dir)
+  config.num_train_steps = 15
+  config.checkpoint_every_steps = 0  # 0: only at the end (and on a signal)
+  result = train_and_evaluate(config, workdir)
+  assert result["step"] == 15 and "eval/accuracy" in result and "preempted" not in result
+  assert workdir_lib.read_json(os.path.join(workdir, "results.json")) == result
+  assert _state(workdir)["state"] == "finished" and _checkpoints(workdir) == [6, 12, 15]
 
 
 def test_resume_compares_the_config(finished_run, tmp_path, data_dir):
@@ -360,7 +381,7 @@ def test_disk_full_is_one_line_and_keeps_the_checkpoint(disk_full):
 
 
 def test_processes_busy_sweep_ctrl_c_kill_and_runs(data_dir, tmp_path, finished_run, nan_run,
-                                                   multihost_preempted, disk_full):
+                                                   multihost_preempted, disk_full, caplog):
   """A trial of a sweep runs; a second trainer on its workdir and a sweep rerun do not start it
   twice; Ctrl-C saves and exits 75; a restarted run is SIGKILLed; `runs` tells each state; the
   finished rerun has every metrics line once, in order."""
@@ -400,6 +421,8 @@ def test_processes_busy_sweep_ctrl_c_kill_and_runs(data_dir, tmp_path, finished_
   proc.communicate(timeout=60)
   assert listed.returncode == 0, listed.stderr[-2000:]
   states = {r["name"]: r["state"] for r in json.loads(listed.stdout)}
+  nan = next(r for r in json.loads(listed.stdout) if r["name"] == "nan")
+  assert nan["step"] > 0 and "NaN/Inf" in nan["error"]
   assert states == {"finished": "finished", "nan": "nan", "preempted": "preempted", "disk_full": "failed",
                     os.path.relpath(workdir, root): "running"}
   finished = next(r for r in json.loads(listed.stdout) if r["name"] == "finished")
@@ -411,7 +434,9 @@ def test_processes_busy_sweep_ctrl_c_kill_and_runs(data_dir, tmp_path, finished_
   assert "failed (killed)" in table and "stopped on NaN" in table and "preempted" in table
   # Finished in-process with a shorter duration: nothing lost, nothing twice.
   last = _checkpoints(workdir)[-1]
-  final = train_and_evaluate(_cli_config(_cli_overrides(data_dir, num_train_steps=last + 7)), workdir)
+  with caplog.at_level("WARNING"):
+    final = train_and_evaluate(_cli_config(_cli_overrides(data_dir, num_train_steps=last + 7)), workdir)
+  assert "taking over from pid" in caplog.text and "which is no longer running" in caplog.text
   assert final["step"] == last + 7 and "eval/accuracy" in final
   records = _steps_in_order(workdir)
   assert [r["step"] for r in records if "train/loss" in r] == list(range(5, last + 7, 5)) + [last + 7]
@@ -428,3 +453,18 @@ def test_misspelled_key_on_the_command_line_is_one_line(tmp_path):
       "--config.model.dropout_rat=0.1; known keys here: activation, dropout_rate, first_padding, "
       "kernel_init, name, pooling")
   assert "Traceback" not in out.stderr
+
+
+def test_config_changes_are_classified():
+  stored = workdir_lib.config_json(small_config("d"))
+  new = workdir_lib.config_json(small_config("elsewhere"))
+  new["model"]["activation"] = "relu"      # the model's default, listed explicitly: no change
+  new["task"]["label_smoothing"] = 0.0     # the task's default: no change
+  new["log_every_steps"], new["dataset"]["num_workers"] = 7, 2
+  new["num_train_steps"] = 9
+  assert workdir_lib.config_changes(stored, new) == (
+      [], ["num_train_steps: 8 -> 9"],
+      ['dataset.data_dir: "d" -> "elsewhere"', "dataset.num_workers: 0 -> 2", "log_every_steps: 3 -> 7"])
+  new["model"]["activation"], new["seed"] = "tanh", 1
+  assert workdir_lib.config_changes(stored, new)[0] == [
+      'model.activation: (absent) -> "tanh"', "seed: 0 -> 1"]

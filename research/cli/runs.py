@@ -117,12 +117,13 @@ def _final_metrics(workdir: str) -> Dict[str, Any]:
 
 
 def compare(a: str, b: str) -> str:
-  """Two runs' config differences and final metrics, side by side."""
+  """Two runs' config differences and final metrics (the headline ones, not per-class
+  breakdowns), side by side."""
   for w in (a, b):
     if not os.path.exists(os.path.join(w, "config.json")):
       raise ConfigError(f"{w} is not a training run (no config.json)")
   flat = [workdir_lib.flatten(workdir_lib.read_json(os.path.join(w, "config.json"))) for w in (a, b)]
-  rows: List[Tuple[str, str, str]] = [("", a, b)]
+  rows: List[Tuple[str, str, str]] = [("", os.path.basename(os.path.abspath(a)), os.path.basename(os.path.abspath(b)))]
   for key in sorted(set(flat[0]) | set(flat[1])):
     va, vb = (json.dumps(f[key]) if key in f else "(absent)" for f in flat)
     if va != vb:
@@ -132,7 +133,7 @@ def compare(a: str, b: str) -> str:
   metrics = [_final_metrics(w) for w in (a, b)]
   rows.append(("", "", ""))
   rows.append(("final metrics", "", ""))
-  for key in sorted(set(metrics[0]) | set(metrics[1])):
+  for key in sorted(k for k in set(metrics[0]) | set(metrics[1]) if k.count("/") <= 1):
     rows.append((key, *(_fmt(_number(m.get(key))) if key in m else "-" for m in metrics)))
   widths = [max(len(r[i]) for r in rows) for i in range(3)]
   return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

@@ -23,7 +23,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from research.core.errors import CheckpointError
+from research.core.errors import CheckpointError, MissingRunError
 
 PyTree = Any
 
@@ -143,7 +143,7 @@ def load_variables(path: str) -> Dict[str, PyTree]:
   else:
     item = os.path.join(path, "state")
     if not os.path.isdir(item):
-      raise FileNotFoundError(f"config.init_from.workdir: no checkpoint found at {path}")
+      raise MissingRunError(f"config.init_from.workdir: no checkpoint found at {path}: train that run first")
   checkpointer = ocp.StandardCheckpointer()
   metadata = checkpointer.metadata(item).item_metadata.tree
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

@@ -221,9 +221,9 @@ def _check_values(config: ConfigDict) -> None:
                       f"got {boundaries!r}")
   if config.num_train_steps == 0 and config.num_epochs == 0:
     raise ConfigError("set config.num_train_steps or config.num_epochs to a positive value")
-  if config.resume_config_change not in RESUME_CONFIG_CHANGE:
-    raise ConfigError(f"config.resume_config_change must be one of {RESUME_CONFIG_CHANGE}, "
-                      f"got {config.resume_config_change!r}")
+  mode = config.get("resume_config_change", "error")  # absent from the config.json of older runs
+  if mode not in RESUME_CONFIG_CHANGE:
+    raise ConfigError(f"config.resume_config_change must be one of {RESUME_CONFIG_CHANGE}, got {mode!r}")
 
 
 def duration_steps(config: ConfigDict, train_size: int) -> int:

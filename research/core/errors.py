@@ -40,4 +40,8 @@ class DataRecordError(ExpectedError):
 
 
 class NonFiniteLossError(ExpectedError, FloatingPointError):
-  """The training loss became NaN/Inf; the message names the steps and the kept checkpoint."""
+  """The training loss became NaN/Inf at `step`; the message names the steps and the kept checkpoint."""
+
+  def __init__(self, message: str, step: int):
+    super().__init__(message)
+    self.step = step

@@ -8,6 +8,7 @@ from typing import Any, Dict, Tuple
 from ml_collections import ConfigDict
 
 from research.core.checkpoint import load_variables
+from research.core.errors import MissingRunError
 from research.core.registry import TASKS
 
 PyTree = Any
@@ -17,7 +18,7 @@ def load_config(workdir: str) -> ConfigDict:
   """The ConfigDict a run was started with (WORKDIR/config.json)."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{workdir} is not a training run (no config.json)")
+    raise MissingRunError(f"{workdir} is not a training run (no config.json): name a workdir of research-train")
   with open(path) as f:
     raw = json.load(f)
 

@@ -232,7 +232,8 @@ class Trainer:
               if latest is not None else "no checkpoint had been written yet")
       raise NonFiniteLossError(
           f"training loss is {loss} (NaN/Inf) in steps {since + 1}..{step}; training stopped; {kept}. "
-          "Lower the learning rate, clip gradients (config.optimizer.grad_clip_norm) or check the data.")
+          "Lower the learning rate, clip gradients (config.optimizer.grad_clip_norm) or check the data.",
+          step)
 
   def _write_json(self, name: str, obj: Any) -> None:
     if jax.process_index() != 0:
@@ -410,7 +411,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> Dict[str, Any]:
       setup_compilation_cache(config, workdir)
       return Trainer(config, workdir).run(recorder)
     except NonFiniteLossError as e:
-      _record_end(recorder, "nan", str(e))
+      _record_end(recorder, "nan", str(e), step=e.step)
       raise
     except KeyboardInterrupt:
       _record_end(recorder, "failed", "interrupted: second Ctrl-C, stopped without saving")
@@ -420,9 +421,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> Dict[str, Any]:
       raise
 
 
-def _record_end(recorder: workdir_lib.RunRecorder, state: str, error: str) -> None:
+def _record_end(recorder: workdir_lib.RunRecorder, state: str, error: str, **fields: Any) -> None:
   try:
-    recorder.update(state, error=error)
+    recorder.update(state, error=error, **fields)
   except OSError as e:  # A full disk: the original error is the one to report.
     logging.warning("run state not recorded: %s", e)
 

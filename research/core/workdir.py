@@ -282,22 +282,51 @@ def _free(path: str) -> bool:
   return any(path == f or path.startswith(f + ".") for f in FREE_ON_RESUME)
 
 
+_MISSING = object()
+
+
+def _default(path: str, config: Mapping[str, Any]) -> Any:
+  """The value a field absent from a config takes: the core's default, or for `model.<key>` /
+  `task.<key>` the registered model's field default / the task's config_defaults() (as JSON);
+  _MISSING if unknown."""
+  import dataclasses
+  from research.core.config import default_config
+  from research.core.registry import MODELS, TASKS
+  import research.models  # noqa: F401  (registers the models)
+  import research.tasks  # noqa: F401  (registers the tasks)
+  section, _, key = path.partition(".")
+  value: Any = _MISSING
+  name = (config.get(section) or {}).get("name") if section in ("model", "task") else None
+  if section == "task" and name in TASKS:
+    value = TASKS.get(name).config_defaults().to_dict().get(key, _MISSING)
+  elif section == "model" and name in MODELS:
+    entry = MODELS.get(name)
+    cls = getattr(entry, "fn", entry)
+    fields = {f.name: f.default for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    value = dict(fields, **getattr(entry, "defaults", {})).get(key, _MISSING)
+  else:
+    value = flatten(config_json(default_config())).get(path, _MISSING)
+  if value is _MISSING or value is dataclasses.MISSING:
+    return _MISSING
+  try:
+    return json.loads(json.dumps(value))
+  except TypeError:
+    return _MISSING
+
+
 def config_changes(stored: Mapping[str, Any], new: Mapping[str, Any]
                    ) -> Tuple[List[str], List[str], List[str]]:
   """(fields that change what is computed, duration fields, free fields) that differ, each as
-  'path: old -> new'. A field present on one side only counts when its value differs from the
-  core's default (so a field added by a newer version does not block an old run's resume)."""
-  from research.core.config import default_config
-  defaults = flatten(config_json(default_config()))
+  'path: old -> new'. A field present on one side only counts when its value differs from its
+  default (so a knob a newer config lists explicitly does not block an old run's resume)."""
   old_flat, new_flat = flatten(stored), flatten(new)
   blocking, duration, free = [], [], []
   for path in sorted(set(old_flat) | set(new_flat)):
-    missing = object()
+    missing = _MISSING
     old, cur = old_flat.get(path, missing), new_flat.get(path, missing)
     if old == cur:
       continue
-    if (old is missing and cur == defaults.get(path, missing)) or (
-        cur is missing and old == defaults.get(path, missing)):
+    if (old is missing and cur == _default(path, new)) or (cur is missing and old == _default(path, stored)):
       continue
     line = (f"{path}: {'(absent)' if old is missing else json.dumps(old)} -> "
             f"{'(absent)' if cur is missing else json.dumps(cur)}")
@@ -315,7 +344,7 @@ def check_resume_config(config: ConfigDict, workdir: str) -> None:
   if stored is None:
     return
   blocking, duration, free = config_changes(stored, config_json(config))
-  if blocking and config.resume_config_change != "allow":
+  if blocking and config.get("resume_config_change", "error") != "allow":
     raise ConfigError(
         f"the config differs from the one {workdir} was trained with, in fields that change what "
         f"is computed:\n  " + "\n  ".join(blocking) + "\nTo resume with the new config anyway, add "

@@ -25,7 +25,7 @@ import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from research.core import workdir as workdir_lib
-from research.core.errors import EXIT_PREEMPTED
+from research.core.errors import EXIT_PREEMPTED, MissingRunError
 from research.sweeps.experiment import Experiment, Trial, canonical, format_value
 
 # Trials run the installed training module (never a path into a source tree).
@@ -68,7 +68,7 @@ class SweepDir:
 
   def read_manifest(self) -> Dict[str, Any]:
     if not os.path.exists(self.manifest_path):
-      raise FileNotFoundError(f"{self.path} holds no sweep (no sweep.json): run research-sweep first")
+      raise MissingRunError(f"{self.path} holds no sweep (no sweep.json): run research-sweep first")
     with open(self.manifest_path) as f:
       return json.load(f)
 

@@ -2,6 +2,7 @@
 failed preparation leaves nothing that looks prepared, and a rerun resumes its finished shards."""
 import hashlib
 import os
+import shutil
 import tarfile
 
 import pytest
@@ -124,3 +125,12 @@ def test_not_prepared_message_gives_both_commands(tmp_path):
   assert f"research-prepare-data coco/2017 --source DIR --data_dir {tmp_path}" in message
   assert "train2017.zip, val2017.zip, annotations_trainval2017.zip" in message
   assert "pip install tensorflow-cpu" in message and f"tfds build coco/2017 --data_dir {tmp_path}" in message
+
+
+def test_free_disk_is_checked_before_writing(tmp_path, capsys, monkeypatch):
+  source = _source(tmp_path, "voc/2007", extracted=True)
+  free = shutil.disk_usage(str(tmp_path)).__class__(total=10**9, used=10**9 - 1000, free=1000)
+  monkeypatch.setattr(shutil, "disk_usage", lambda path: free)
+  err = _run(tmp_path, "voc/2007", source, capsys)
+  assert "not enough free disk in" in err and "1.0 KB is free" in err
+  assert not os.path.exists(tmp_path / "data" / "voc" / "2007" / "5.0.0")

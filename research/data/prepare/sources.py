@@ -30,16 +30,14 @@ class SourceError(ValueError):
 # Sizes in bytes (and md5 where the publisher publishes one) of the publishers' archives: CIFAR's
 # md5 from its page, ImageNet's sizes from image-net.org, the others as recorded by TFDS's
 # checksums for the publishers' URLs. Checked before anything is read (`verify`), unless
-# the user passes --skip_checksums (a re-packed copy).
+# the user passes --skip_checksums (a re-packed copy). MNIST's IDX files and CelebA's list files
+# are checked by their contents instead (the IDX header's dimensions, the list's image count), so
+# a gunzipped or re-gzipped MNIST, or a list file with other line endings, still works.
 PUBLISHED: dict[str, tuple[int, Optional[str]]] = {
     "cifar-10-python.tar.gz": (170498071, "c58f30108f718f92721af3b95e74349a"),
     "cifar-100-python.tar.gz": (169001437, "eb9058c3a382ffc7106e4002c42a8d85"),
     "ILSVRC2012_img_train.tar": (147897477120, None),
     "ILSVRC2012_img_val.tar": (6744924160, None),
-    "train-images-idx3-ubyte.gz": (9912422, None),
-    "train-labels-idx1-ubyte.gz": (28881, None),
-    "t10k-images-idx3-ubyte.gz": (1648877, None),
-    "t10k-labels-idx1-ubyte.gz": (4542, None),
     "train2017.zip": (19336861798, None),
     "val2017.zip": (815585330, None),
     "test2017.zip": (6646970404, None),
@@ -52,10 +50,6 @@ PUBLISHED: dict[str, tuple[int, Optional[str]]] = {
     "VOCtest_06-Nov-2007.tar": (451020800, None),
     "VOCtrainval_11-May-2012.tar": (1999639040, None),
     "img_align_celeba.zip": (1443490838, None),
-    "list_eval_partition.txt": (2836386, None),
-    "list_attr_celeba.txt": (26721026, None),
-    "list_landmarks_align_celeba.txt": (12156055, None),
-    "identity_CelebA.txt": (3424458, None),
 }
 
 

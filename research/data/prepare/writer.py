@@ -180,10 +180,8 @@ def write(plan: Plan, num_workers: int = 1, max_examples: Optional[int] = None) 
   limits = _limits(plan.jobs, max_examples)
   fingerprint = _fingerprint(plan, limits)
   plan_file = os.path.join(temp, "plan.sha256")
-  if os.path.isdir(temp):
-    same = os.path.isfile(plan_file) and open(plan_file).read() == fingerprint
-    if not same:
-      shutil.rmtree(temp)
+  if os.path.isdir(temp) and _read(plan_file) != fingerprint:
+    shutil.rmtree(temp)
   os.makedirs(temp, exist_ok=True)
   with open(plan_file, "w") as f:
     f.write(fingerprint)
@@ -203,7 +201,7 @@ def write(plan: Plan, num_workers: int = 1, max_examples: Optional[int] = None) 
   features = builder.info.features
   progress = _Progress(builder.name, plan.jobs, set(stats))
   if num_workers <= 1:
-    counter = _LocalCounter()
+    counter = multiprocessing.Value("q", 0)
     _init_worker(counter)
     try:
       for i in todo:
@@ -240,23 +238,11 @@ def write(plan: Plan, num_workers: int = 1, max_examples: Optional[int] = None) 
   return builder
 
 
-class _LocalCounter:
-  """The in-process stand-in of the workers' shared counter."""
-
-  def __init__(self):
-    self.value = 0
-
-  def get_lock(self):
-    return _NoLock()
-
-
-class _NoLock:
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    return False
+def _read(path: str) -> Optional[str]:
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return f.read()
 
 
 def _finish(plan: Plan, temp: str, final: str, paths: list[str], stats: dict[int, dict]) -> None:

@@ -26,7 +26,7 @@ from PIL import Image
 from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 
-from research.core import parallel
+from research.core import parallel, train_stats
 from research.core.checkpoint import Checkpointer, load_variables, merge_pretrained
 from research.core.config import ConfigError, duration_steps, validate
 from research.core.metrics import MetricWriter
@@ -117,8 +117,8 @@ class Trainer:
             self.train_source, lambda e: self.task.preprocess_train(e, np.random.default_rng(0)),
             self.local_batch), self.mesh)
     self.state = self._init_state(init_rng)
-    metric_shapes = jax.eval_shape(
-        lambda s, b: self.task.train_step(s, b, self.train_rng)[1], self.state, self.sample)
+    metric_shapes = jax.eval_shape(  # the task's metrics and config.monitor's statistics
+        lambda s, b: train_stats.train_step(self.task, config.monitor, s, b, self.train_rng)[1], self.state, self.sample)
     self.zero_accum = {k: (np.zeros((), np.float32), np.zeros((), np.float32)) for k in metric_shapes}
     self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"),
                                      config.keep_checkpoints, config.async_checkpointing)
@@ -141,15 +141,18 @@ class Trainer:
                    out_shardings=self.rep)(params, merged)
 
   # --- steps ---
-  def _compile_train_step(self, accum: PyTree):
-    task, train_rng = self.task, self.train_rng
+  def _compile_train_step(self, accum: PyTree, with_grads: bool = False):
+    """The jitted step (state, accum, batch) -> (state, accum); with_grads: also the gradients."""
+    task, train_rng, monitor = self.task, self.train_rng, self.config.monitor
 
     def step(state: TrainState, accum: PyTree, batch: PyTree) -> Tuple[TrainState, PyTree]:
       rng = jax.random.fold_in(train_rng, state.step)
-      state, metrics = task.train_step(state, batch, rng)
+      state, metrics, grads = train_stats.train_step(task, monitor, state, batch, rng)
       accum = {k: (s + metrics[k].astype(jnp.float32), c + 1.0) for k, (s, c) in accum.items()}
-      return state, accum
+      return (state, accum, grads) if with_grads else (state, accum)
 
+    if with_grads:  # config.monitor.grad_histograms: the step before each evaluation (compiled once)
+      return jax.jit(step, in_shardings=(self.rep, self.rep, self.data_sharding), donate_argnums=(0, 1))
     jitted = jax.jit(step, in_shardings=(self.rep, self.rep, self.data_sharding),
                      out_shardings=(self.rep, self.rep), donate_argnums=(0, 1))
     start = time.perf_counter()
@@ -234,6 +237,7 @@ class Trainer:
         return json.load(f)
     self._write_json("config.json", json.loads(config.to_json_best_effort()))
     writer = MetricWriter(self.workdir, start_step)
+    writer.write_text(start_step, {"config": "```\n" + config.to_json_best_effort(indent=1) + "\n```"})
     logging.info("model %s: %s parameters; %d steps, global batch %d on %d devices",
                  config.model.name, f"{count_params(self.state.params):,}", self.num_steps,
                  config.batch_size, self.mesh.devices.size)
@@ -245,11 +249,17 @@ class Trainer:
         self.mesh, config.dataset.prefetch_batches)
     result: Dict[str, Any] = {"step": start_step}
     last_log, last_time = start_step, time.perf_counter()
+    grad_step, grads = None, None  # config.monitor.grad_histograms
     try:
       with _Preemption() as preemption:
         for step in range(start_step + 1, self.num_steps + 1):
-          self.state, accum = train_step(self.state, accum, next(batches))
           last = step == self.num_steps
+          eval_due = bool(config.eval_every_steps and step % config.eval_every_steps == 0) or last
+          if eval_due and config.monitor.grad_histograms:  # monitor: keep this step's gradients
+            grad_step = grad_step or self._compile_train_step(accum, with_grads=True)
+            self.state, accum, grads = grad_step(self.state, accum, next(batches))
+          else:
+            self.state, accum = train_step(self.state, accum, next(batches))
           stop = preemption.requested
           if step % config.log_every_steps == 0 or last:
             sums = _fetch(accum)
@@ -267,7 +277,11 @@ class Trainer:
             last_log, last_time = step, time.perf_counter()
           elif step % config.checkpoint_every_steps == 0 or stop:
             self._check_finite(float(_fetch(accum["loss"][0])), step, last_log)
-          if (config.eval_every_steps and step % config.eval_every_steps == 0) or last:
+          if eval_due:
+            if config.monitor.weight_histograms or grads is not None:  # monitor
+              writer.write_histograms(step, train_stats.histograms(
+                  _fetch(self.state.params) if config.monitor.weight_histograms else None, _fetch(grads)))
+              grads = None
             scalars, artifacts = self.evaluate(self.state)
             writer.write_scalars(step, {f"eval/{k}": v for k, v in scalars.items()})
             self._write_artifacts(step, artifacts, writer)

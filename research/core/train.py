@@ -141,20 +141,19 @@ class Trainer:
                    out_shardings=self.rep)(params, merged)
 
   # --- steps ---
-  def _compile_train_step(self, accum: PyTree, with_grads: bool = False):
-    """The jitted step (state, accum, batch) -> (state, accum); with_grads: also the gradients."""
+  def _compile_train_step(self, accum: PyTree):
+    """The jitted step (state, accum, batch) -> (state, accum, gradients or None); the gradients
+    only with config.monitor.grad_histograms (histograms at evaluations)."""
     task, train_rng, monitor = self.task, self.train_rng, self.config.monitor
 
-    def step(state: TrainState, accum: PyTree, batch: PyTree) -> Tuple[TrainState, PyTree]:
+    def step(state: TrainState, accum: PyTree, batch: PyTree) -> Tuple[TrainState, PyTree, PyTree]:
       rng = jax.random.fold_in(train_rng, state.step)
       state, metrics, grads = train_stats.train_step(task, monitor, state, batch, rng)
       accum = {k: (s + metrics[k].astype(jnp.float32), c + 1.0) for k, (s, c) in accum.items()}
-      return (state, accum, grads) if with_grads else (state, accum)
+      return state, accum, (grads if monitor.grad_histograms else None)
 
-    if with_grads:  # config.monitor.grad_histograms: the step before each evaluation (compiled once)
-      return jax.jit(step, in_shardings=(self.rep, self.rep, self.data_sharding), donate_argnums=(0, 1))
     jitted = jax.jit(step, in_shardings=(self.rep, self.rep, self.data_sharding),
-                     out_shardings=(self.rep, self.rep), donate_argnums=(0, 1))
+                     out_shardings=(self.rep, self.rep, self.rep), donate_argnums=(0, 1))
     start = time.perf_counter()
     self.lowered_train_step = jitted.lower(self.state, accum, self.sample)
     compiled = self.lowered_train_step.compile()
@@ -249,17 +248,11 @@ class Trainer:
         self.mesh, config.dataset.prefetch_batches)
     result: Dict[str, Any] = {"step": start_step}
     last_log, last_time = start_step, time.perf_counter()
-    grad_step, grads = None, None  # config.monitor.grad_histograms
     try:
       with _Preemption() as preemption:
         for step in range(start_step + 1, self.num_steps + 1):
+          self.state, accum, grads = train_step(self.state, accum, next(batches))
           last = step == self.num_steps
-          eval_due = bool(config.eval_every_steps and step % config.eval_every_steps == 0) or last
-          if eval_due and config.monitor.grad_histograms:  # monitor: keep this step's gradients
-            grad_step = grad_step or self._compile_train_step(accum, with_grads=True)
-            self.state, accum, grads = grad_step(self.state, accum, next(batches))
-          else:
-            self.state, accum = train_step(self.state, accum, next(batches))
           stop = preemption.requested
           if step % config.log_every_steps == 0 or last:
             sums = _fetch(accum)
@@ -277,11 +270,10 @@ class Trainer:
             last_log, last_time = step, time.perf_counter()
           elif step % config.checkpoint_every_steps == 0 or stop:
             self._check_finite(float(_fetch(accum["loss"][0])), step, last_log)
-          if eval_due:
-            if config.monitor.weight_histograms or grads is not None:  # monitor
+          if (config.eval_every_steps and step % config.eval_every_steps == 0) or last:
+            if config.monitor.weight_histograms or grads is not None:  # monitor: this step's histograms
               writer.write_histograms(step, train_stats.histograms(
                   _fetch(self.state.params) if config.monitor.weight_histograms else None, _fetch(grads)))
-              grads = None
             scalars, artifacts = self.evaluate(self.state)
             writer.write_scalars(step, {f"eval/{k}": v for k, v in scalars.items()})
             self._write_artifacts(step, artifacts, writer)

@@ -4,8 +4,8 @@ ReLUs are plain functions (jax.nn.relu / flax.linen.relu), invisible to flax's
 capture_intermediates. `relu_zero_fractions` traces the function to a jaxpr, evaluates it again
 equation by equation (inside one jit) and, for every top-level ReLU (a custom_jvp call whose body
 is jax's `relu`), measures the fraction of its outputs that are exactly zero. Each ReLU is named by
-the flax module that called it (the jaxpr's name stack, e.g. 'CifarResNet/stage1_0') and its
-order within that module. ReLUs inside nested jits, scans or remat are not seen.
+the flax module that called it (the jaxpr's name stack without the root module, e.g.
+'stage1_0/relu2') and its order within that module. ReLUs inside nested jits, scans or remat are not seen.
 """
 from __future__ import annotations
 
@@ -61,8 +61,9 @@ def relu_zero_fractions(fn: Callable[..., Any], *args: Any) -> List[Dict[str, An
   values = jax.jit(run)(closed.consts, jax.tree_util.tree_leaves(args))
   out, counts = [], {}
   for eqn, value in zip(relus, values):
-    scope = str(eqn.source_info.name_stack) or "top"
+    parts = str(eqn.source_info.name_stack).split("/")[1:]  # without the root module's class
+    scope = "/".join(p for p in parts if "." not in p)  # nor method scopes ('LeNet5._act_pool')
     counts[scope] = counts.get(scope, 0) + 1
-    out.append({"name": f"{scope}/relu{counts[scope]}", "shape": list(eqn.outvars[0].aval.shape),
-                "zero_fraction": float(value)})
+    name = f"{scope}/relu{counts[scope]}" if scope else f"relu{counts[scope]}"
+    out.append({"name": name, "shape": list(eqn.outvars[0].aval.shape), "zero_fraction": float(value)})
   return out

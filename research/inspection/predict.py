@@ -16,7 +16,9 @@ example (labels, boxes) is never used. Per task:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import textwrap
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
@@ -66,15 +68,14 @@ class Run:
     raw = datasets.get_data_source(self.config.dataset.name, split, self.config.dataset.data_dir or None)
     return self.task.wrap_source(raw, split)
 
+  @functools.cached_property
   def template(self) -> Dict[str, Any]:
     """The first example of the eval split, whose image the user's images replace."""
-    if not hasattr(self, "_template"):
-      self._template = dict(self.source()[0])
-    return self._template
+    return dict(self.source()[0])
 
   def image_shape(self) -> Tuple[int, int, int]:
     """(height, width, channels) of the dataset's images (those of the template example)."""
-    image = np.asarray(self.template()[self.image_key])
+    image = np.asarray(self.template[self.image_key])
     return image.shape[0], image.shape[1], (image.shape[2] if image.ndim == 3 else 1)
 
   def read(self, path: str) -> np.ndarray:
@@ -84,7 +85,7 @@ class Run:
 
   def batch(self, images: Sequence[np.ndarray]) -> Dict[str, np.ndarray]:
     """The run's eval preprocessing of dataset-shaped uint8 images, stacked, with mask 1."""
-    examples = [self.task.preprocess_eval({**self.template(), self.image_key: image}) for image in images]
+    examples = [self.task.preprocess_eval({**self.template, self.image_key: image}) for image in images]
     batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
     batch["mask"] = np.ones(len(examples), np.float32)
     return batch
@@ -213,11 +214,13 @@ def caption_picture(image: np.ndarray, caption: Dict[str, str]) -> np.ndarray:
   scale = max(1, 192 // max(image.shape[:2]))
   big = Image.fromarray(image).resize((image.shape[1] * scale, image.shape[0] * scale), Image.NEAREST)
   width = max(big.size[0], 360)
-  canvas = Image.new("RGB", (width, big.size[1] + 34), (255, 255, 255))
+  lines = (textwrap.wrap("greedy: " + caption["greedy"], width // 6) +
+           textwrap.wrap(f"beam {caption['beam_size']}: " + caption["beam"], width // 6))
+  canvas = Image.new("RGB", (width, big.size[1] + 14 * len(lines) + 4), (255, 255, 255))
   canvas.paste(big, (0, 0))
   draw = ImageDraw.Draw(canvas)
-  draw.text((2, big.size[1] + 2), "greedy: " + caption["greedy"], fill=(0, 0, 0))
-  draw.text((2, big.size[1] + 18), f"beam {caption['beam_size']}: " + caption["beam"], fill=(0, 0, 0))
+  for i, line in enumerate(lines):
+    draw.text((2, big.size[1] + 2 + 14 * i), line, fill=(0, 0, 0))
   return np.asarray(canvas)
 
 

@@ -182,7 +182,7 @@ def test_lenet_pools_before_relu_with_the_same_values_and_gradients():
   from research.models.classifiers.lenet import LeNet5
 
   class ActThenPool(LeNet5):
-    def _act_pool(self, act, pool, x):
+    def _act_pool(self, act, pool, x, name):
       return pool(act(x), (2, 2), strides=(2, 2))
 
   x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 28, 28, 1)), jnp.float32)

@@ -80,11 +80,11 @@ def step_flops(lowered) -> float:
 
 def _time_steps(step, state, accum, batches, n: int, warmup: int):
   for _ in range(warmup):
-    state, accum = step(state, accum, next(batches))
+    state, accum, _ = step(state, accum, next(batches))
   jax.block_until_ready(state)
   start = time.perf_counter()
   for _ in range(n):
-    state, accum = step(state, accum, next(batches))
+    state, accum, _ = step(state, accum, next(batches))
   jax.block_until_ready(state)
   return time.perf_counter() - start, state, accum
 

@@ -78,6 +78,13 @@ def default_config() -> ConfigDict:
   c.optimizer.grad_clip_norm = 0.0
   c.optimizer.freeze = ()
 
+  # Looking inside a run while it trains (research/core/train_stats.py); none changes the update.
+  c.monitor = ConfigDict()
+  c.monitor.module_stats = True       # per top-level module weight/grad norm, update ratio: train/*
+  c.monitor.weight_histograms = True  # parameter histograms to TensorBoard at each evaluation
+  c.monitor.grad_histograms = True    # gradient histograms of the step before each evaluation
+  c.monitor.confusion_matrix = True   # classification: the confusion matrix drawn at each evaluation
+
   # Fine-tuning / transfer: initial weights from another run (used only when the workdir has
   # no checkpoint of its own; resuming always wins).
   c.init_from = ConfigDict()

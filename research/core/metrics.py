@@ -34,7 +34,7 @@ def _truncate_jsonl(path: str, keep_up_to_step: int) -> None:
 
 
 class MetricWriter:
-  """Writes scalars (and images) at a step to TensorBoard and metrics.jsonl."""
+  """Writes scalars (images, histograms, text) at a step to TensorBoard and metrics.jsonl."""
 
   def __init__(self, workdir: str, start_step: int = 0):
     self.enabled = jax.process_index() == 0
@@ -69,6 +69,13 @@ class MetricWriter:
       return
     for k, v in arrays.items():
       self._tb.add_histogram(k, np.asarray(v), step)
+
+  def write_text(self, step: int, texts: Mapping[str, str]) -> None:
+    """texts: name -> Markdown (TensorBoard's Text tab)."""
+    if not self.enabled:
+      return
+    for k, v in texts.items():
+      self._tb.add_text(k, v, step)
 
   def flush(self) -> None:
     if self._tb is not None:

@@ -7,6 +7,8 @@ import flax.struct
 import jax
 import optax
 
+from research.core import train_stats
+
 PyTree = Any
 
 
@@ -36,6 +38,7 @@ class TrainState:
 
   def apply_gradients(self, grads: PyTree, model_state: PyTree) -> "TrainState":
     """One optimizer update; `model_state` replaces the old one (e.g. new BN statistics)."""
+    train_stats.record_gradients(grads)
     updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
     params = optax.apply_updates(self.params, updates)
     return self.replace(step=self.step + 1, params=params, model_state=model_state, opt_state=opt_state)

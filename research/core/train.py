@@ -31,7 +31,7 @@ from PIL import Image
 from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 
-from research.core import parallel, preflight, workdir as workdir_lib
+from research.core import parallel, preflight, train_stats, workdir as workdir_lib
 from research.core.checkpoint import Checkpointer, load_variables, merge_pretrained
 from research.core.config import duration_steps, validate
 from research.core.errors import ConfigError, NonFiniteLossError
@@ -158,8 +158,8 @@ class Trainer:
             self.train_source, lambda e: self.task.preprocess_train(e, np.random.default_rng(0)),
             self.local_batch), self.mesh)
     self.state = self._init_state(init_rng)
-    metric_shapes = jax.eval_shape(
-        lambda s, b: self.task.train_step(s, b, self.train_rng)[1], self.state, self.sample)
+    metric_shapes = jax.eval_shape(  # the task's metrics and config.monitor's statistics
+        lambda s, b: train_stats.train_step(self.task, config.monitor, s, b, self.train_rng)[1], self.state, self.sample)
     self.zero_accum = {k: (np.zeros((), np.float32), np.zeros((), np.float32)) for k in metric_shapes}
     self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"),
                                      config.keep_checkpoints, config.async_checkpointing)
@@ -183,16 +183,18 @@ class Trainer:
 
   # --- steps ---
   def _compile_train_step(self, accum: PyTree):
-    task, train_rng = self.task, self.train_rng
+    """The jitted step (state, accum, batch) -> (state, accum, gradients or None); the gradients
+    only with config.monitor.grad_histograms (histograms at evaluations)."""
+    task, train_rng, monitor = self.task, self.train_rng, self.config.monitor
 
-    def step(state: TrainState, accum: PyTree, batch: PyTree) -> Tuple[TrainState, PyTree]:
+    def step(state: TrainState, accum: PyTree, batch: PyTree) -> Tuple[TrainState, PyTree, PyTree]:
       rng = jax.random.fold_in(train_rng, state.step)
-      state, metrics = task.train_step(state, batch, rng)
+      state, metrics, grads = train_stats.train_step(task, monitor, state, batch, rng)
       accum = {k: (s + metrics[k].astype(jnp.float32), c + 1.0) for k, (s, c) in accum.items()}
-      return state, accum
+      return state, accum, (grads if monitor.grad_histograms else None)
 
     jitted = jax.jit(step, in_shardings=(self.rep, self.rep, self.data_sharding),
-                     out_shardings=(self.rep, self.rep), donate_argnums=(0, 1))
+                     out_shardings=(self.rep, self.rep, self.rep), donate_argnums=(0, 1))
     start = time.perf_counter()
     self.lowered_train_step = jitted.lower(self.state, accum, self.sample)
     compiled = self.lowered_train_step.compile()
@@ -333,6 +335,7 @@ class Trainer:
   def _train(self, start_step: int, last_checkpoint: Optional[int], accum: PyTree,
              writer: MetricWriter, recorder: workdir_lib.RunRecorder) -> Dict[str, Any]:
     config = self.config
+    writer.write_text(start_step, {"config": "```\n" + config.to_json_best_effort(indent=1) + "\n```"})
     logging.info("model %s: %s parameters; %d steps, global batch %d on %d devices",
                  config.model.name, f"{count_params(self.state.params):,}", self.num_steps,
                  config.batch_size, self.mesh.devices.size)
@@ -347,7 +350,7 @@ class Trainer:
     every = lambda n, step: bool(n) and step % n == 0  # noqa: E731  (0: never)
     with _StopRequest() as stop_request:
       for step in range(start_step + 1, self.num_steps + 1):
-        self.state, accum = train_step(self.state, accum, next(batches))
+        self.state, accum, grads = train_step(self.state, accum, next(batches))
         last = step == self.num_steps
         log_step = every(config.log_every_steps, step) or last
         checkpoint_step = every(config.checkpoint_every_steps, step) or last
@@ -384,6 +387,9 @@ class Trainer:
         if every(config.eval_every_steps, step) or last:
           if last:
             self.checkpointer.wait()  # The final checkpoint is whole before the final evaluation.
+          if config.monitor.weight_histograms or grads is not None:  # monitor: this step's histograms
+            writer.write_histograms(step, train_stats.histograms(
+                _fetch(self.state.params) if config.monitor.weight_histograms else None, _fetch(grads)))
           result = self._evaluate_and_write(step, writer)
           last_time = time.perf_counter()
     self._write_json("results.json", result)

@@ -8,6 +8,10 @@ row-major order, as select-and-scatter and torch do (autodiff of jnp.max would s
 among ties, in three passes instead of one: LeNet-5's step 7.1 -> 5.9 ms on 2 cores).
 `max_pool_ceil` is torch's ceil-mode max pool (GoogLeNet's pools), `adaptive_avg_pool` torch's
 AdaptiveAvgPool2d (the VGG/AlexNet classifiers' input).
+
+The pools are plain functions, so flax's capture_intermediates does not see them; models pass each
+pooling stage's output through `sow_stage(self, name, y)`, which stores it in the 'intermediates'
+collection only when the caller asks for it (research-inspect) and changes no value or parameter.
 """
 from __future__ import annotations
 
@@ -18,6 +22,12 @@ import jax
 import jax.numpy as jnp
 
 from research.models import cpu_dispatch
+
+
+def sow_stage(module: nn.Module, name: str, y: jax.Array) -> jax.Array:
+  """y, unchanged; also sown as intermediates/<name> of `module` when that collection is mutable."""
+  module.sow("intermediates", name, y)
+  return y
 
 
 @jax.custom_vjp

@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 from research.core import workdir as workdir_lib
 from research.core.errors import EXIT_PREEMPTED, MissingRunError
 from research.sweeps.experiment import Experiment, Trial, canonical, format_value
+from research.sweeps.tensorboard import write_hparams
 
 # Trials run the installed training module (never a path into a source tree).
 TRAIN_MODULE = "research.cli.train"
@@ -185,6 +186,7 @@ class LocalRunner:
     seconds = time.perf_counter() - start
     results = read_results(workdir)
     if results is not None:
+      write_hparams(workdir, trial.swept, results)  # TensorBoard's HParams tab
       self.sweep.log_event("done", trial, seconds=round(seconds, 2))
       self.log(f"[done]    {trial.name} in {seconds:.1f} s: " + ", ".join(
           f"{k} {format_value(v)}" for k, v in results.items() if k.count("/") == 1))

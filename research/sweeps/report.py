@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from research.sweeps.experiment import Experiment, Trial, format_value, metric_goal
 from research.sweeps.local import SweepDir, read_results
+from research.sweeps.tensorboard import write_hparams
 
 
 @dataclasses.dataclass
@@ -251,6 +252,10 @@ def write_report(experiment: Experiment, sweep: SweepDir,
   out_dir = os.path.abspath(out_dir or sweep.path)
   os.makedirs(out_dir, exist_ok=True)
   rows = collect(sweep)
+  for row in rows:  # TensorBoard's HParams tab (trials run by SLURM never passed the local runner)
+    results = read_results(row.workdir)
+    if results is not None:
+      write_hparams(row.workdir, row.trial.swept, results)
   paths = {"csv": os.path.join(out_dir, "report.csv")}
   write_csv(paths["csv"], rows, experiment.metric, sweep.path)
   plots = []

@@ -27,6 +27,7 @@ from research.core.registry import TASKS
 from research.data import preprocess
 from research.evaluation import classification as cls_eval
 from research.tasks.base import Batch, PyTree, Sums, Task, weighted_mean
+from research.viz.confusion import MAX_MATRIX_CLASSES, confusion_picture, most_confused
 from research.viz.grid import image_grid, to_uint8
 
 
@@ -241,4 +242,11 @@ class ClassificationTask(Task):
       for c, (p, r) in enumerate(zip(report["precision"], report["recall"])):
         scalars[f"precision/{c}"] = p
         scalars[f"recall/{c}"] = r
-    return scalars, {"confusion_matrix": confusion.tolist(), **report}
+    artifacts = {"confusion_matrix": confusion.tolist(), **report}
+    if self.config.get("monitor", {}).get("confusion_matrix", False):  # drawn with class names
+      names = self._class_names()
+      artifacts["class_names"] = names
+      artifacts["images"] = {"confusion_matrix": confusion_picture(confusion, names)}
+      if confusion.shape[0] > MAX_MATRIX_CLASSES:
+        artifacts["most_confused"] = most_confused(confusion, names, 20)
+    return scalars, artifacts

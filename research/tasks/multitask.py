@@ -425,6 +425,9 @@ class MultiTaskTask(Task):
       head_scalars, head_artifacts = self.head_tasks[head].finalize_eval(
           head_sums, [o[head] for o in outputs if head in o])
       scalars.update({prefix + k: v for k, v in head_scalars.items()})
+      images = head_artifacts.pop("images", {})  # pictures (a confusion matrix) go up, as '<head>/<name>'
+      if images:
+        artifacts.setdefault("images", {}).update({prefix + k: v for k, v in images.items()})
       if head_artifacts:
         artifacts[head] = head_artifacts
     return scalars, artifacts

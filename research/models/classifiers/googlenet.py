@@ -31,7 +31,7 @@ from research.core.registry import BACKBONES, MODELS
 from research.models.conv import Conv
 from research.models.norm import BatchNorm
 from research.models.initializers import kernel_initializers
-from research.models.pooling import adaptive_avg_pool, max_pool_ceil
+from research.models.pooling import adaptive_avg_pool, max_pool_ceil, sow_stage
 
 Output = Union[jnp.ndarray, Dict[str, jnp.ndarray]]
 
@@ -82,7 +82,7 @@ class Inception(nn.Module):
     b1 = self._conv(self.ch1x1, 1, "branch1")(x, train)
     b2 = self._conv(self.ch3x3, 3, "branch2_1")(self._conv(self.ch3x3red, 1, "branch2_0")(x, train), train)
     b3 = self._conv(self.ch5x5, 3, "branch3_1")(self._conv(self.ch5x5red, 1, "branch3_0")(x, train), train)
-    b4 = self._conv(self.pool_proj, 1, "branch4_1")(max_pool_ceil(x, 3, 1, 1), train)
+    b4 = self._conv(self.pool_proj, 1, "branch4_1")(sow_stage(self, "branch4_pool", max_pool_ceil(x, 3, 1, 1)), train)
     return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
 
@@ -139,13 +139,13 @@ class GoogLeNet(nn.Module):
     with_aux = self.aux_logits and not self.features_only and (train or self.is_initializing())
     feats, outputs = {}, {}
     x = self._conv(64, 7, 2, "conv1")(x.astype(self.dtype), train)
-    x = max_pool_ceil(x, 3, 2)
+    x = sow_stage(self, "pool1", max_pool_ceil(x, 3, 2))
     x = self._conv(64, 1, 1, "conv2")(x, train)
     feats["c2"] = x = self._conv(192, 3, 1, "conv3")(x, train)
-    x = max_pool_ceil(x, 3, 2)
+    x = sow_stage(self, "pool2", max_pool_ceil(x, 3, 2))
     x = self._inception("3a")(x, train)
     feats["c3"] = x = self._inception("3b")(x, train)
-    x = max_pool_ceil(x, 3, 2)
+    x = sow_stage(self, "pool3", max_pool_ceil(x, 3, 2))
     x = self._inception("4a")(x, train)
     if with_aux:
       outputs["aux1"] = self._aux("aux1")(x, train)
@@ -154,7 +154,7 @@ class GoogLeNet(nn.Module):
     if with_aux:
       outputs["aux2"] = self._aux("aux2")(x, train)
     feats["c4"] = x = self._inception("4e")(x, train)
-    x = max_pool_ceil(x, 2, 2)
+    x = sow_stage(self, "pool4", max_pool_ceil(x, 2, 2))
     feats["c5"] = x = self._inception("5b")(self._inception("5a")(x, train), train)
     if self.features_only:
       return feats

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from research.core.registry import MODELS
 from research.models.conv import Conv
 from research.models.initializers import kernel_initializers
-from research.models.pooling import avg_pool, max_pool
+from research.models.pooling import avg_pool, max_pool, sow_stage
 
 _ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "sigmoid": nn.sigmoid}
 
@@ -41,13 +41,13 @@ class LeNet5(nn.Module):
   kernel_init: str = "lecun_normal"
   dtype: Any = jnp.float32
 
-  def _act_pool(self, act, pool, x: jnp.ndarray) -> jnp.ndarray:
-    """pool(act(x)) with a 2x2 pool. ReLU and max pooling commute (both monotone), so that case
-    pools first: the ReLU and its gradient then touch a quarter of the elements (same values and
-    gradients)."""
+  def _act_pool(self, act, pool, x: jnp.ndarray, name: str) -> jnp.ndarray:
+    """pool(act(x)) with a 2x2 pool, sown as stage `name`. ReLU and max pooling commute (both
+    monotone), so that case pools first: the ReLU and its gradient then touch a quarter of the
+    elements (same values and gradients)."""
     if self.activation == "relu" and self.pooling == "max":
-      return act(pool(x, (2, 2), strides=(2, 2)))
-    return pool(act(x), (2, 2), strides=(2, 2))
+      return sow_stage(self, name, act(pool(x, (2, 2), strides=(2, 2))))
+    return sow_stage(self, name, pool(act(x), (2, 2), strides=(2, 2)))
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -56,9 +56,9 @@ class LeNet5(nn.Module):
     conv_init, init = kernel_initializers(self.kernel_init)
     x = x.astype(self.dtype)
     x = self._act_pool(act, pool, Conv(6, (5, 5), padding=self.first_padding, kernel_init=conv_init,
-                                       dtype=self.dtype, name="conv1")(x))
+                                       dtype=self.dtype, name="conv1")(x), "pool1")
     x = self._act_pool(act, pool, Conv(16, (5, 5), padding="VALID", kernel_init=conv_init, dtype=self.dtype,
-                                       name="conv2")(x))
+                                       name="conv2")(x), "pool2")
     x = x.reshape(x.shape[0], -1)
     x = act(nn.Dense(120, kernel_init=init, dtype=self.dtype, name="fc1")(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

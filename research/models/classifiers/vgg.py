@@ -22,7 +22,7 @@ from research.core.registry import BACKBONES, MODELS
 from research.models.conv import Conv
 from research.models.norm import BatchNorm
 from research.models.initializers import kernel_initializers
-from research.models.pooling import adaptive_avg_pool, max_pool
+from research.models.pooling import adaptive_avg_pool, max_pool, sow_stage
 
 _CFGS = {
     11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
@@ -49,7 +49,7 @@ class _Classifier(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     init = kernel_initializers(self.kernel_init)[1]
-    x = adaptive_avg_pool(x, self.pool).reshape(x.shape[0], -1)
+    x = sow_stage(self, "avgpool", adaptive_avg_pool(x, self.pool)).reshape(x.shape[0], -1)
     dropout = lambda y: nn.Dropout(self.dropout_rate, deterministic=not train)(y)  # noqa: E731
     for i in range(2):
       x = dropout(x) if self.dropout_first else x
@@ -89,7 +89,7 @@ class VGG(nn.Module):
       if v == "M":
         stage = len(feats) // 2 + 1
         feats[f"conv{stage}"] = x
-        x = max_pool(x, (2, 2))
+        x = sow_stage(self, f"pool{stage}", max_pool(x, (2, 2)))
         feats[f"c{stage}"] = x
         continue
       x = Conv(v, (3, 3), padding=1, kernel_init=kernel_initializers(self.kernel_init)[0], dtype=self.dtype,
@@ -127,7 +127,7 @@ class AlexNet(nn.Module):
                        kernel_init=kernel_initializers(self.kernel_init)[0], dtype=self.dtype,
                        name=f"conv{i + 1}")(x))
       if pool:
-        x = nn.max_pool(x, (3, 3), strides=(2, 2))
+        x = sow_stage(self, f"pool{i + 1}", nn.max_pool(x, (3, 3), strides=(2, 2)))
     if 0 in x.shape[1:3]:
       raise ValueError(f"AlexNet needs images of at least 63x63 (torchvision's min_size), got {in_hw}")
     return _Classifier(self.num_classes, self.hidden, 6, self.dropout_rate, self.kernel_init, self.dtype, True,

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from research.core.registry import MODELS
 from research.models.conv import Conv
-from research.models.pooling import max_pool
+from research.models.pooling import max_pool, sow_stage
 from research.models.segmentation.encoder import ConvBNReLU
 
 
@@ -34,7 +34,7 @@ class UNet(nn.Module):
     for level in range(self.depth):
       w = self.width * 2 ** level
       if level:
-        x = max_pool(x, (2, 2))
+        x = sow_stage(self, f"pool{level}", max_pool(x, (2, 2)))
       x = ConvBNReLU(w, dtype=self.dtype, name=f"down{level}_a")(x, train)
       x = ConvBNReLU(w, dtype=self.dtype, name=f"down{level}_b")(x, train)
       skips.append(x)

@@ -44,6 +44,7 @@ FREE_ON_RESUME = (
     "log_every_steps", "eval_every_steps", "checkpoint_every_steps", "keep_checkpoints",
     "async_checkpointing", "compilation_cache_dir", "resume_config_change", "eval_batch_size",
     "dataset.num_workers", "dataset.cache_mb", "dataset.prefetch_batches", "dataset.data_dir",
+    "monitor",  # training statistics, histograms and pictures: logged, never part of the update
 )
 # Fields that may change on resume with a warning: the schedule follows the new length.
 DURATION_FIELDS = ("num_train_steps", "num_epochs")

@@ -147,7 +147,6 @@ def _model_keys(name: str) -> Iterable[str] | None:
   """The keyword arguments the registered model `name` accepts, or None if unknown/not a dataclass."""
   import dataclasses
   from research.core.registry import MODELS
-  import research.models  # noqa: F401  (registers the models)
   if name not in MODELS:
     return None
   entry = MODELS.get(name)
@@ -159,9 +158,9 @@ def _model_keys(name: str) -> Iterable[str] | None:
 
 def _check_open_sections(config: ConfigDict) -> None:
   """Keys of `model` (when its name is a registered model; a task that builds its own models, as
-  the GAN's, checks them itself) and of `task`."""
+  the GAN's, checks them itself) and of `task`. The registries are filled by whoever imports the
+  models and tasks (the commands, research.config_sections, a user's package); the core does not."""
   from research.core.registry import TASKS
-  import research.tasks  # noqa: F401  (registers the tasks)
   if config.task.name not in TASKS:
     raise ConfigError(f"config.task.name: unknown task {config.task.name!r}; known: "
                       f"{', '.join(TASKS.names())}{_suggest(config.task.name, TASKS.names())}")

@@ -292,9 +292,7 @@ def _default(path: str, config: Mapping[str, Any]) -> Any:
   _MISSING if unknown."""
   import dataclasses
   from research.core.config import default_config
-  from research.core.registry import MODELS, TASKS
-  import research.models  # noqa: F401  (registers the models)
-  import research.tasks  # noqa: F401  (registers the tasks)
+  from research.core.registry import MODELS, TASKS  # filled by the caller's imports
   section, _, key = path.partition(".")
   value: Any = _MISSING
   name = (config.get(section) or {}).get("name") if section in ("model", "task") else None

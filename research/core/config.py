@@ -163,7 +163,7 @@ def _check_open_sections(config: ConfigDict) -> None:
   from research.core.registry import TASKS
   if config.task.name not in TASKS:
     raise ConfigError(f"config.task.name: unknown task {config.task.name!r}; known: "
-                      f"{', '.join(TASKS.names())}{_suggest(config.task.name, TASKS.names())}")
+                      f"{', '.join(TASKS.names())}{suggest(config.task.name, TASKS.names())}")
   sections = (("model", config.model, _model_keys(config.model.name)),
               ("task", config.task, set(TASKS.get(config.task.name).config_defaults().keys())))
   for where, section, known in sections:
@@ -171,7 +171,7 @@ def _check_open_sections(config: ConfigDict) -> None:
       continue
     for key in section.keys():
       if key != "name" and key not in known:
-        raise ConfigError(f"unknown config key '{where}.{key}'{_suggest(key, known)} for {where} "
+        raise ConfigError(f"unknown config key '{where}.{key}'{suggest(key, known)} for {where} "
                           f"{section.name!r}; known: {', '.join(sorted(known))}")
 
 

@@ -34,6 +34,7 @@ import shlex
 import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -153,7 +154,11 @@ def _library() -> tuple[Optional[ctypes.CDLL], Optional[str]]:
   try:
     path = library_path()
     if not path.exists():
+      logging.warning("building the native CPU kernels (%s, once per machine, compiler and JAX version; "
+                      "usually 1-2 minutes on 2 cores) into %s", SOURCE.name, path.parent)
+      start = time.perf_counter()
       _build(path)
+      logging.warning("native CPU kernels built in %.0f s", time.perf_counter() - start)
     library = ctypes.cdll.LoadLibrary(str(path))
     for target, symbol in _TARGETS.items():
       jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")

@@ -44,7 +44,9 @@ FREE_ON_RESUME = (
     "log_every_steps", "eval_every_steps", "checkpoint_every_steps", "keep_checkpoints",
     "async_checkpointing", "compilation_cache_dir", "resume_config_change", "eval_batch_size",
     "dataset.num_workers", "dataset.cache_mb", "dataset.prefetch_batches", "dataset.data_dir",
-    "monitor",  # training statistics, histograms and pictures: logged, never part of the update
+    # Histograms and pictures: logged, never part of the update. (monitor.module_stats is not free:
+    # its statistics are accumulated in the checkpointed train-metric sums.)
+    "monitor.weight_histograms", "monitor.grad_histograms", "monitor.confusion_matrix",
 )
 # Fields that may change on resume with a warning: the schedule follows the new length.
 DURATION_FIELDS = ("num_train_steps", "num_epochs")

@@ -149,7 +149,8 @@ class ClassificationTask(Task):
     """The training split of a TFDS source whose images are JPEG is read undecoded (bytes), so
     that `preprocess_train` decodes only what its crop needs (`preprocess.crop_and_resize`);
     other splits and sources are unchanged."""
-    feature = self.dataset_info.features[self.cfg.image_key] if self.dataset_info else None
+    features = getattr(self.dataset_info, "features", None)
+    feature = features[self.cfg.image_key] if features and self.cfg.image_key in features.keys() else None
     jpeg = getattr(feature, "encoding_format", None) == "jpeg"
     if (split == self.config.dataset.train_split and jpeg and dataclasses.is_dataclass(source)
         and getattr(source, "decoders", "none") is None):

@@ -33,7 +33,6 @@ def measure(name: str, cache_dir: str, workdir: str) -> dict:
   from research.cli import shipped
   from research.core import parallel
   from research.core.train import Trainer
-  from ml_collections import config_flags  # noqa: F401
   import importlib.util
 
   spec = importlib.util.spec_from_file_location("cfg", shipped.resolve(name))

@@ -80,3 +80,11 @@ def test_worker_processes_give_the_same_batches(data_dir):
     a, b = next(inline), next(workers)
     for key in a:
       np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_auto_num_workers_only_for_sources_not_in_memory():
+  from research.data.datasets import InMemorySource
+  on_disk = list(range(10))
+  assert pipeline.resolve_num_workers(3, on_disk) == 3
+  assert pipeline.resolve_num_workers(-1, InMemorySource(on_disk)) == 0
+  assert pipeline.resolve_num_workers(-1, on_disk) == len(os.sched_getaffinity(0))

@@ -127,6 +127,7 @@ def test_mixture_run_through_the_core_reports_every_head(data_dir, tmp_path):
   config = _config(data_dir, image_size=32, augment=())
   config.eval_batch_size = 32  # one batch, both members: pictures of every head
   config.dataset.cache_mb = 0  # read the few examples used, not the whole mixture up front
+  config.dataset.num_workers = 0  # in-process preprocessing (the default would be one worker per core)
   config.dataset.train_split = "train"
   config.task.mixture = (("digits", "train", "test[:16]", 1.0, ("classification",)),
                          ("shapes", "train", "test[:16]", 1.0, ("detection", "segmentation", "captioning")))

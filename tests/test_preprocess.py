@@ -221,3 +221,54 @@ def test_adapters_map_real_datasets_to_the_shapes_layout():
   assert pp.adapt("shapes/128", shapes) is shapes
   with pytest.raises(ValueError, match="no adapter"):
     pp.adapt("mnist", shapes)
+
+
+def _jpeg(height, width, mode="RGB"):
+  import io
+  from PIL import Image
+  rng = np.random.default_rng(height * width)
+  yy, xx = np.mgrid[0:height, 0:width]
+  pixels = np.stack([(yy * 3) % 256, (xx * 2) % 256, (yy + xx) % 256], -1) + rng.integers(0, 20, (height, width, 3))
+  image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).convert(mode)
+  out = io.BytesIO()
+  image.save(out, format="JPEG", quality=90)
+  return out.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_crop_and_resize_of_jpeg_bytes_equals_decode_crop_resize(mode):
+  """Without draft (crop < 2x the output) the bytes path gives exactly the array path's pixels,
+  which are PIL's resize of the crop, per channel (as TFDS decodes: grey as [H, W, 1])."""
+  from PIL import Image
+  data = _jpeg(70, 90, mode)
+  decoded = pp.decode_image(data)
+  assert decoded.shape == (70, 90, 3 if mode == "RGB" else 1) and pp.image_hw(data) == (70, 90)
+  box, size = (5, 11, 50, 63), (32, 40)
+  crop = decoded[5:55, 11:74]
+  expected = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(crop[..., c])).resize((40, 32), Image.BILINEAR))
+                       for c in range(crop.shape[-1])], -1)
+  np.testing.assert_array_equal(pp.crop_and_resize(data, box, size), expected)
+  np.testing.assert_array_equal(pp.crop_and_resize(decoded, box, size), expected)
+
+
+def test_crop_and_resize_decodes_large_crops_at_reduced_size():
+  """A crop >= 4x the output on both sides decodes at 1/4 scale: close to the full decode's result."""
+  data = _jpeg(260, 300)
+  box, size = (8, 20, 240, 260), (32, 32)
+  full = pp.crop_and_resize(pp.decode_image(data), box, size).astype(np.float64)
+  reduced = pp.crop_and_resize(data, box, size).astype(np.float64)
+  assert reduced.shape == (32, 32, 3)
+  assert np.abs(reduced - full).mean() < 6.0 and not np.array_equal(reduced, full)
+
+
+def test_normalize_table_equals_arithmetic():
+  image = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+  mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+  scale = (1.0 / (255.0 * np.asarray(std, np.float32))).astype(np.float32)
+  shift = (-np.asarray(mean, np.float32) / np.asarray(std, np.float32)).astype(np.float32)
+  out = pp.NormalizeTable(mean, std)(image[:, ::-1])
+  assert out.dtype == np.float32
+  np.testing.assert_array_equal(out, image[:, ::-1] * scale + shift)
+  grey = pp.NormalizeTable((0.5,), (0.25,))(image[..., :1])
+  grey_scale = (1.0 / (255.0 * np.asarray([0.25], np.float32))).astype(np.float32)
+  np.testing.assert_array_equal(grey, image[..., :1] * grey_scale + np.float32(-2.0))

@@ -145,12 +145,13 @@ def main(argv):
     if _INPUT_ONLY.value:
       for _ in range(_WARMUP.value):
         next(train_iter)
-      start = time.perf_counter()
+      start, cpu = time.perf_counter(), time.process_time()
       for _ in range(_STEPS.value):
         next(train_iter)
-      seconds = time.perf_counter() - start
+      seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
       print(f"input pipeline: {_STEPS.value / seconds:.1f} batches/s, "
-            f"{_STEPS.value * batch / seconds:.0f} examples/s")
+            f"{_STEPS.value * batch / seconds:.0f} examples/s; this process used {cpu:.1f} CPU s: "
+            f"{_STEPS.value * batch / cpu:.0f} examples per CPU second (with num_workers=0: per core)")
       return
     accum = parallel.replicate(trainer.zero_accum, trainer.mesh)
     step = trainer._compile_train_step(accum)

@@ -56,7 +56,7 @@ def default_config() -> ConfigDict:
   c.dataset.train_split = "train"
   c.dataset.eval_split = "test"
   c.dataset.cache_mb = 1024   # Hold decoded splits smaller than this in memory (0: never).
-  c.dataset.num_workers = 0   # Grain worker processes for preprocessing (0: in-process).
+  c.dataset.num_workers = -1  # Grain worker processes (0: in-process; -1: one per core unless held in memory).
   c.dataset.prefetch_batches = 2  # Batches kept on the devices ahead of the step.
 
   c.optimizer = ConfigDict()

@@ -16,6 +16,7 @@ commands (research/cli) that touches absl's flag state.
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Callable, Dict, Iterator, Optional
 
@@ -27,6 +28,16 @@ import numpy as np
 Example = Dict[str, Any]
 TrainPreprocess = Callable[[Example, np.random.Generator], Example]
 EvalPreprocess = Callable[[Example], Example]
+
+
+def resolve_num_workers(num_workers: int, source: Any) -> int:
+  """Grain worker processes for `source`: `num_workers` if >= 0; for -1 (auto), one per core this
+  process may run on for a source read from storage, 0 for one held in memory (decoded once,
+  cheap to preprocess in-process)."""
+  if num_workers >= 0:
+    return num_workers
+  from research.data.datasets import InMemorySource  # datasets imports tfds: only when needed
+  return 0 if isinstance(source, InMemorySource) else len(os.sched_getaffinity(0))
 
 
 def _to_iter(ds: grain.MapDataset, num_workers: int) -> grain.IterDataset:
@@ -93,12 +104,13 @@ def train_batches(source: Any, preprocess: TrainPreprocess, local_batch_size: in
     local_batch_size: rows per batch on this process (global batch / process count).
     seed: data-order and augmentation seed.
     start_batch: index of the first batch to yield (the train step to resume at).
-    num_workers: Grain worker processes (0: preprocess in this process).
+    num_workers: Grain worker processes (0: preprocess in this process; -1: `resolve_num_workers`).
   Yields:
     dicts of numpy arrays with leading dimension `local_batch_size`.
   """
   if len(source) == 0:
     raise ValueError("the training split is empty")
+  num_workers = resolve_num_workers(num_workers, source)
   stream = grain.MapDataset.source(_EpochShuffled(source, seed)).random_map(preprocess, seed=seed + 1)
   rows = _ProcessRows(stream, local_batch_size * jax.process_count(), local_batch_size, jax.process_index())
   ds = grain.MapDataset.source(rows).batch(local_batch_size, drop_remainder=True)
@@ -131,10 +143,11 @@ def eval_batches(source: Any, preprocess: EvalPreprocess, global_batch_size: int
 
   Yields dicts of numpy arrays with leading dimension global_batch_size / process_count, plus
   `mask` (float32, 1 for real examples, 0 for padding) and `index` (int32, the example's position
-  in the split; >= the split size for padding).
+  in the split; >= the split size for padding). num_workers as in `train_batches`.
   """
   if len(source) == 0:
     raise ValueError("the evaluation split is empty")
+  num_workers = resolve_num_workers(num_workers, source)
   local = global_batch_size // jax.process_count()
 
   def with_mask(item: tuple[Example, int]) -> Example:

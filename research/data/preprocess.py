@@ -26,6 +26,7 @@ Typical chains:
 from __future__ import annotations
 
 import collections
+import io
 import json
 import logging
 import re
@@ -394,20 +395,102 @@ def adapt(dataset: str, example: Example) -> Example:
   return ADAPTERS[base](example)
 
 
+# --- encoded images (a training source read with TFDS's SkipDecoding) -----------------------------
+def decode_image(data: bytes) -> np.ndarray:
+  """Encoded image bytes -> uint8 [H, W, C] ([H, W, 1] for grey), the array TFDS's Image feature
+  gives when it decodes with PIL."""
+  with Image.open(io.BytesIO(data)) as image:
+    array = np.asarray(image)
+  return array[..., None] if array.ndim == 2 else array
+
+
+def image_hw(image: Union[bytes, np.ndarray]) -> tuple[int, int]:
+  """(height, width) of encoded bytes (read from the header alone) or of an array [H, W, ...]."""
+  if isinstance(image, bytes):
+    with Image.open(io.BytesIO(image)) as opened:
+      return opened.height, opened.width
+  return tuple(np.asarray(image).shape[:2])
+
+
+def _resize_array(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  """uint8 [h, w, C] -> [height, width, C], PIL bilinear: one call for C in (1, 3), which gives
+  the same numbers as resizing each channel alone; per channel otherwise."""
+  if image.shape[:2] == (height, width):
+    return image
+  channels = image.shape[-1]
+  if channels in (1, 3):
+    resized = np.asarray(Image.fromarray(image[..., 0] if channels == 1 else image).resize(
+        (width, height), Image.BILINEAR))
+    return resized.reshape(height, width, channels)
+  return np.stack([np.asarray(Image.fromarray(image[..., c]).resize((width, height), Image.BILINEAR))
+                   for c in range(channels)], axis=-1)
+
+
+def crop_and_resize(image: Union[bytes, np.ndarray], box: tuple[int, int, int, int],
+                    size: tuple[int, int]) -> np.ndarray:
+  """The crop box = (top, left, h, w) of an image, resized (bilinear) to size = (height, width).
+
+  image: uint8 [H, W, C], or its encoded bytes (decoded as `decode_image` does). Equals
+  resizing `decode_image(image)[top:top + h, left:left + w]`, except that a JPEG whose crop is at
+  least twice the output on both sides is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
+  scaling, PIL's `draft`: several times cheaper) and the crop resized from that reduced image.
+  Returns uint8 [height, width, C].
+  """
+  top, left, h, w = box
+  out_h, out_w = size
+  if isinstance(image, bytes):
+    opened = Image.open(io.BytesIO(image))
+    if opened.format == "JPEG" and opened.mode in ("RGB", "L"):
+      channels = 3 if opened.mode == "RGB" else 1
+      scale = next((s for s in (8, 4, 2) if h >= s * out_h and w >= s * out_w), 1)
+      if scale > 1:
+        full_h, full_w = opened.height, opened.width
+        opened.draft(opened.mode, (-(-full_w // scale), -(-full_h // scale)))
+        fy, fx = opened.height / full_h, opened.width / full_w
+        resized = opened.resize((out_w, out_h), Image.BILINEAR,
+                                box=(left * fx, top * fy, (left + w) * fx, (top + h) * fy))
+      else:
+        resized = opened.crop((left, top, left + w, top + h)).resize((out_w, out_h), Image.BILINEAR)
+      return np.asarray(resized).reshape(out_h, out_w, channels)
+    image = decode_image(image)
+  return _resize_array(np.asarray(image)[top:top + h, left:left + w], out_h, out_w)
+
+
+class NormalizeTable:
+  """uint8 [..., C] -> float32 (x / 255 - mean) / std per channel, computed as x * scale + shift
+  in float32 (the numbers of `image * scale + shift` with scale = 1 / (255 std) and shift =
+  -mean / std), by a look-up in a [C x 256] table: about 1.5x faster than the arithmetic."""
+
+  def __init__(self, mean: Sequence[float], std: Sequence[float]):
+    std = np.asarray(std, np.float32)
+    self.scale = (1.0 / (255.0 * std)).astype(np.float32)
+    self.shift = (-np.asarray(mean, np.float32) / std).astype(np.float32)
+    self._tables: Dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+  def __call__(self, image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    channels = image.shape[-1]
+    if channels not in self._tables:
+      values = np.arange(256, dtype=np.float32)[:, None] * self.scale + self.shift  # [256, C or 1]
+      table = np.ascontiguousarray(np.broadcast_to(values, (256, channels)).T).reshape(-1)
+      self._tables[channels] = table, np.arange(channels, dtype=np.uint16) * 256
+    table, offsets = self._tables[channels]
+    return np.take(table, image + offsets)
+
+
 def prepare_image(image: np.ndarray, channels: int = 0, size: int = 0) -> np.ndarray:
   """uint8 image [H, W] or [H, W, C] -> uint8 [size, size, channels] for whole-image tasks.
 
   channels: 0 keeps C; 1 averages RGB to grey; 3 repeats grey to RGB. size: 0 keeps H x W, else
-  a bilinear resize to size x size.
+  a bilinear resize to size x size. Encoded bytes are decoded first (`decode_image`).
   """
-  image = np.asarray(image)
+  image = decode_image(image) if isinstance(image, bytes) else np.asarray(image)
   if image.ndim == 2:
     image = image[..., None]
   if channels == 3 and image.shape[-1] == 1:
     image = np.repeat(image, 3, axis=-1)
   elif channels == 1 and image.shape[-1] == 3:
     image = image.mean(axis=-1, keepdims=True).astype(np.uint8)
-  if size and image.shape[:2] != (size, size):
-    image = np.stack([np.asarray(Image.fromarray(image[..., c]).resize((size, size), Image.BILINEAR))
-                      for c in range(image.shape[-1])], axis=-1)
+  if size:
+    image = _resize_array(image, size, size)
   return image

@@ -13,6 +13,7 @@ CenterCrop(image_size): the ImageNet "resize 256, centre crop 224" protocol.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
@@ -20,7 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from ml_collections import ConfigDict
-from PIL import Image
 
 from research.core.config import ConfigError
 from research.core.registry import TASKS
@@ -47,10 +47,7 @@ AUGMENTATIONS = ("flip", "crop", "random_resized_crop")
 
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
   """uint8 [H, W, C] -> uint8 [height, width, C], PIL bilinear per channel (as preprocess.prepare_image)."""
-  if image.shape[:2] == (height, width):
-    return image
-  return np.stack([np.asarray(Image.fromarray(image[..., c]).resize((width, height), Image.BILINEAR))
-                   for c in range(image.shape[-1])], axis=-1)
+  return preprocess._resize_array(image, height, width)
 
 
 def random_resized_crop_box(height: int, width: int, rng: np.random.Generator,
@@ -145,11 +142,22 @@ class ClassificationTask(Task):
 
   def _normalize(self, image: np.ndarray) -> np.ndarray:
     """uint8 -> float32 (image / 255 - mean) / std, as image * scale + shift."""
-    if not hasattr(self, "_scale"):
-      std = np.asarray(self.cfg.std, np.float32)
-      self._scale = (1.0 / (255.0 * std)).astype(np.float32)
-      self._shift = (-np.asarray(self.cfg.mean, np.float32) / std).astype(np.float32)
-    return image * self._scale + self._shift
+    if not hasattr(self, "_normalize_table"):
+      self._normalize_table = preprocess.NormalizeTable(self.cfg.mean, self.cfg.std)
+    return self._normalize_table(image)
+
+  def wrap_source(self, source: Any, split: str) -> Any:
+    """The training split of a TFDS source whose images are JPEG is read undecoded (bytes), so
+    that `preprocess_train` decodes only what its crop needs (`preprocess.crop_and_resize`);
+    other splits and sources are unchanged."""
+    features = getattr(self.dataset_info, "features", None)
+    feature = features[self.cfg.image_key] if features and self.cfg.image_key in features.keys() else None
+    jpeg = getattr(feature, "encoding_format", None) == "jpeg"
+    if (split == self.config.dataset.train_split and jpeg and dataclasses.is_dataclass(source)
+        and getattr(source, "decoders", "none") is None):
+      from tensorflow_datasets import decode  # pylint: disable=g-import-not-at-top
+      return dataclasses.replace(source, decoders={self.cfg.image_key: decode.SkipDecoding()})
+    return source
 
   def preprocess_eval(self, example: Dict[str, Any]) -> Dict[str, Any]:
     if self.cfg.eval_resize:
@@ -160,10 +168,12 @@ class ClassificationTask(Task):
 
   def preprocess_train(self, example: Dict[str, Any], rng: np.random.Generator) -> Dict[str, Any]:
     if "random_resized_crop" in self.cfg.augment:
-      image = self._image(example, 0)
-      top, left, h, w = random_resized_crop_box(*image.shape[:2], rng, self.cfg.crop_scale, self.cfg.crop_ratio)
+      image = example[self.cfg.image_key]
+      if self.cfg.channels or not isinstance(image, bytes):
+        image = self._image(example, 0)
+      box = random_resized_crop_box(*preprocess.image_hw(image), rng, self.cfg.crop_scale, self.cfg.crop_ratio)
       size = int(self.cfg.image_size)
-      image = resize_image(image[top:top + h, left:left + w], size, size)
+      image = preprocess.crop_and_resize(image, box, (size, size))
     else:
       image = self._image(example)
     if "crop" in self.cfg.augment:

@@ -32,7 +32,6 @@ from research.core.config import ConfigError
 from research.core.registry import MODELS, TASKS
 from research.core.state import TrainState
 from research.data import preprocess
-from research.evaluation.gan import frechet_distance
 from research.tasks.base import Batch, PyTree, Sums, Task, build_registered
 from research.viz.grid import image_grid
 
@@ -240,6 +239,7 @@ class GANTask(Task):
         mu = np.asarray(sums[f"{name}_feature_sum"][0], np.float64) / n
         cov = (np.asarray(sums[f"{name}_feature_outer"][0], np.float64) - n * np.outer(mu, mu)) / (n - 1)
         stats[name] = (mu, cov)
+      from research.evaluation.gan import frechet_distance  # scipy: imported only when needed
       scalars["frechet_distance"] = float(frechet_distance(*stats["real"], *stats["fake"]))
       hist = np.asarray(sums["fake_class_histogram"][0], np.float64)
       artifacts["fake_class_histogram"] = (hist / hist.sum()).tolist()

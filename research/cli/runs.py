@@ -17,27 +17,12 @@ from absl import flags
 
 from research.cli.app import run_app
 from research.core import workdir as workdir_lib
+from research.core.metrics import eval_records
 from research.core.errors import ConfigError
 from research.sweeps.experiment import metric_goal
 
 _JSON = flags.DEFINE_bool("json", False, "Print a JSON list instead of a table.")
 _COMPARE = flags.DEFINE_bool("compare", False, "Compare the two runs given as arguments.")
-
-
-def _eval_history(workdir: str) -> List[Dict[str, Any]]:
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  records = []
-  with open(path) as f:
-    for line in f:
-      try:
-        record = json.loads(line)
-      except ValueError:
-        continue
-      if any(k.startswith("eval/") for k in record):
-        records.append(record)
-  return records
 
 
 def headline(keys: List[str]) -> Optional[str]:
@@ -59,7 +44,7 @@ def describe(workdir: str, root: str) -> Dict[str, Any]:
   """One run's summary (the fields of a `research-runs` line)."""
   config = workdir_lib.read_json(os.path.join(workdir, "config.json")) or {}
   status = workdir_lib.run_status(workdir)
-  history = _eval_history(workdir)
+  history = eval_records(workdir)
   metric = headline(list(history[-1])) if history else None
   values = [(r["step"], _number(r.get(metric))) for r in history if _number(r.get(metric)) is not None]
   best = None
@@ -112,7 +97,7 @@ def _final_metrics(workdir: str) -> Dict[str, Any]:
   results = workdir_lib.read_json(os.path.join(workdir, "results.json"))
   if results:
     return {k: v for k, v in results.items() if k != "step"}
-  history = _eval_history(workdir)
+  history = eval_records(workdir)
   return {k: v for k, v in history[-1].items() if k.startswith("eval/")} if history else {}
 
 

@@ -88,6 +88,21 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str) -> list[Dict[str, Any]]:
-  """The records of WORKDIR/metrics.jsonl, in order."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """The records of WORKDIR/metrics.jsonl, in order ([] without the file; a line cut short by a
+  killed process is skipped)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path) as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except ValueError:
+        continue
+  return records
+
+
+def eval_records(workdir: str) -> list[Dict[str, Any]]:
+  """The records of WORKDIR/metrics.jsonl that hold eval/* metrics, in order."""
+  return [r for r in read_metrics(workdir) if any(k.startswith("eval/") for k in r)]

@@ -35,7 +35,7 @@ from research.core import parallel, preflight, train_stats, workdir as workdir_l
 from research.core.checkpoint import Checkpointer, load_variables, merge_pretrained
 from research.core.config import duration_steps, validate
 from research.core.errors import ConfigError, NonFiniteLossError
-from research.core.metrics import MetricWriter
+from research.core.metrics import MetricWriter, eval_records
 from research.core.optim import build_optimizer, build_schedule
 from research.core.records import NamedRecords
 from research.core.registry import TASKS
@@ -270,9 +270,10 @@ class Trainer:
 
   def _logged_eval(self, step: int) -> Optional[Dict[str, Any]]:
     """The eval/* metrics metrics.jsonl holds for `step` ({'step', 'eval/...'}), or None."""
-    path = os.path.join(self.workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-      return None
+    for record in eval_records(self.workdir):
+      if record.get("step") == step:
+        return {"step": step, **{k: v for k, v in record.items() if k.startswith("eval/")}}
+    return None
     with open(path) as f:
       for line in f:
         try:

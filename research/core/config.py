@@ -195,7 +195,7 @@ _VALUE_RULES = (
     ("checkpoint_every_steps", int, lambda v: v >= 0, ">= 1, or 0 for only at the end and on preemption"),
     ("keep_checkpoints", int, lambda v: v >= 1, ">= 1 (a run needs a checkpoint to resume from)"),
     ("dataset.cache_mb", int, lambda v: v >= 0, ">= 0 (0: never cache)"),
-    ("dataset.num_workers", int, lambda v: v >= 0, ">= 0 (0: in-process)"),
+    ("dataset.num_workers", int, lambda v: v >= -1, ">= 0, or -1 (one per core unless the dataset is held in memory)"),
     ("dataset.prefetch_batches", int, lambda v: v >= 1, ">= 1"),
     ("optimizer.learning_rate", float, lambda v: v >= 0, ">= 0"),
     ("optimizer.momentum", float, lambda v: 0 <= v <= 1, "in [0, 1]"),

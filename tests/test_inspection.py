@@ -14,7 +14,7 @@ import optax
 import pytest
 from PIL import Image
 
-from core_helpers import small_config
+from tests.core_helpers import small_config
 from research.core import train_stats
 from research.core.train import Trainer, train_and_evaluate
 from research.inspection import predict

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from research.core.config import model_config
+from research.config_sections import model_config
 from research.core.train import train_and_evaluate
 from research.data.prepare import cli, sources
 from tests import prepare_sources

@@ -23,7 +23,8 @@ from ml_collections import ConfigDict
 
 import research.tasks  # noqa: F401  (registers the tasks)
 from research.core.checkpoint import Checkpointer
-from research.core.config import default_config, model_config, task_config
+from research.config_sections import model_config, task_config
+from research.core.config import default_config
 from research.core.optim import build_optimizer
 from research.core.registry import TASKS
 from research.weights.convert import WeightsError

@@ -44,6 +44,7 @@ def small_config(data_dir: str, steps: int = 8, model: str = "lenet5"):
   config.checkpoint_every_steps = 4
   config.optimizer.learning_rate = 0.05
   config.compilation_cache_dir = ""
+  config.dataset.num_workers = 0  # tests read in-process (the default, -1, may start workers)
   return config
 
 
@@ -51,6 +52,8 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 
 def project_config(name_or_path: str):
-  """get_config() of configs/<name>.py (or of a path)."""
+  """get_config() of configs/<name>.py (or of a path), reading data in-process as tests do."""
   path = name_or_path if os.path.sep in name_or_path else os.path.join(CONFIG_DIR, name_or_path + ".py")
-  return load_config_file(path)
+  config = load_config_file(path)
+  config.dataset.num_workers = 0
+  return config

@@ -24,6 +24,7 @@ from ml_collections import ConfigDict
 import research.tasks  # noqa: F401  (registers the tasks)
 from research.core.checkpoint import Checkpointer
 from research.config_sections import model_config, task_config
+from research.core import train_stats
 from research.core.config import default_config
 from research.core.optim import build_optimizer
 from research.core.registry import TASKS
@@ -72,7 +73,8 @@ def _checkpoint_tree(config: ConfigDict, variables: Dict[str, PyTree]) -> Dict[s
   size = int(config.task.image_size)
   sample = {"image": jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32),
             "label": jax.ShapeDtypeStruct((1,), jnp.int32)}
-  metrics = jax.eval_shape(lambda s, b: task.train_step(s, b, jax.random.PRNGKey(0))[1], state, sample)
+  metrics = jax.eval_shape(  # the same metrics (config.monitor's included) as the Trainer accumulates
+      lambda s, b: train_stats.train_step(task, config.monitor, s, b, jax.random.PRNGKey(0))[1], state, sample)
   zeros = lambda: jax.device_put(np.zeros((), np.float32), device)  # noqa: E731
   return {"state": state, "accum": {k: (zeros(), zeros()) for k in metrics}}
 

@@ -18,18 +18,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from typing import Any, Callable, NamedTuple, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from research.models import native_cpu  # noqa: E402
-from research.models.conv import conv2d, explicit_padding  # noqa: E402
+from research.models import native_cpu
+from research.models.conv import conv2d, explicit_padding
 
 
 class Layer(NamedTuple):

@@ -23,8 +23,6 @@ import numpy as np
 import psutil
 from PIL import Image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 
 def _jpegs(count: int, rng: np.random.Generator) -> list[bytes]:
@@ -80,10 +78,10 @@ def main() -> None:
   start = time.time()
   size = make_source(source, args.num_images)
   print(f"source: {size / 1e9:.2f} GB in {time.time() - start:.0f} s ({source})")
-  command = [sys.executable, "-m", "research.data.prepare.cli", "imagenet2012", "--source", source,
+  command = [sys.executable, "-m", "research.cli.prepare_data", "imagenet2012", "--source", source,
              "--data_dir", data_dir, "--num_workers", str(args.num_workers), "--skip_checksums"]
   start = time.time()
-  proc = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+  proc = subprocess.Popen(command,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   main_proc = psutil.Process(proc.pid)
   peak_total = peak_one = 0

@@ -14,6 +14,7 @@ one raise `SourceError`, whose message names the file and what was expected.
 """
 from __future__ import annotations
 
+import abc
 import hashlib
 import io
 import os
@@ -74,7 +75,7 @@ def verify(path: str) -> None:
                         "the file is corrupt (download it again)")
 
 
-class Archive:
+class Archive(abc.ABC):
   """Read-only members of one source file, by their names inside the publisher's archive."""
 
   path: str
@@ -82,16 +83,17 @@ class Archive:
   def __repr__(self) -> str:  # (stable across runs: a plan's fingerprint includes it)
     return f"{type(self).__name__}({self.path!r})"
 
+  @abc.abstractmethod
   def names(self) -> list[str]:
     """Every member file name, '/'-separated, in archive order."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def open(self, name: str) -> BinaryIO:
     """A binary file object for member `name`; SourceError if the source has none."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def size(self, name: str) -> int:
-    raise NotImplementedError
+    """The size in bytes of member `name` (as the archive's index records it)."""
 
   def read(self, name: str) -> bytes:
     with self.open(name) as f:
@@ -101,8 +103,9 @@ class Archive:
                         f"{self.size(name):,} bytes)")
     return data
 
+  @abc.abstractmethod
   def __contains__(self, name: str) -> bool:
-    raise NotImplementedError
+    """Whether the source has member `name`."""
 
   def missing(self, name: str) -> SourceError:
     return SourceError(f"{self.path} has no {name}, where the publisher's file has it: wrong or "

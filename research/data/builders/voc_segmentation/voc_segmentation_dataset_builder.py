@@ -95,8 +95,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_generators(self, dl_manager):
-    raise NotImplementedError("prepare voc2012_segmentation with: research-prepare-data "
-                              "voc2012_segmentation --source DIR")
+    """This dataset is written by the offline preparer, never by TFDS's download path."""
+    from research.data.datasets import DatasetNotPreparedError
+    raise DatasetNotPreparedError("voc2012_segmentation is prepared from the VOC files you have: "
+                                  "research-prepare-data voc2012_segmentation --source DIR")
 
   def _generate_examples(self):
-    raise NotImplementedError
+    return self._split_generators(None)

@@ -3,6 +3,7 @@
   python scripts/bench_conv.py                        # default layers
   python scripts/bench_conv.py --layers resnet_3x3_64 lenet_c1 --reps 5
   python scripts/bench_conv.py --list
+  python scripts/bench_conv.py --resnet50             # every ResNet-50 layer, summed over the network
 
 For each layer it times, in milliseconds (best of --reps after one warm-up call):
   fwd     y = conv(x, kernel)
@@ -60,6 +61,34 @@ LAYERS = {
     "deeplab_3x3_rate6": Layer(16, 33, 128, 128, 3, 1, 6, 6),
     "grouped_3x3_g2": Layer(128, 16, 64, 64, 3, 1, 1, 1, 2),
 }
+# Every distinct convolution of torchvision's ResNet-50 (stride on the 3x3, "v1.5") at batch 8,
+# 224x224, with how many times it occurs: --resnet50 times them all and sums the weighted steps.
+RESNET50 = {
+    "r50_stem_7x7_s2": (Layer(8, 224, 3, 64, 7, 2, 3), 1),
+    "r50_l1_1x1_64_64": (Layer(8, 56, 64, 64, 1, 1, 0), 1),
+    "r50_l1_3x3_64": (Layer(8, 56, 64, 64, 3, 1, 1), 3),
+    "r50_l1_1x1_64_256": (Layer(8, 56, 64, 256, 1, 1, 0), 4),  # 3 expansions + the downsample
+    "r50_l1_1x1_256_64": (Layer(8, 56, 256, 64, 1, 1, 0), 2),
+    "r50_l2_1x1_256_128": (Layer(8, 56, 256, 128, 1, 1, 0), 1),
+    "r50_l2_3x3_128_s2": (Layer(8, 56, 128, 128, 3, 2, 1), 1),
+    "r50_l2_1x1_256_512_s2": (Layer(8, 56, 256, 512, 1, 2, 0), 1),
+    "r50_l2_1x1_128_512": (Layer(8, 28, 128, 512, 1, 1, 0), 4),
+    "r50_l2_1x1_512_128": (Layer(8, 28, 512, 128, 1, 1, 0), 3),
+    "r50_l2_3x3_128": (Layer(8, 28, 128, 128, 3, 1, 1), 3),
+    "r50_l3_1x1_512_256": (Layer(8, 28, 512, 256, 1, 1, 0), 1),
+    "r50_l3_3x3_256_s2": (Layer(8, 28, 256, 256, 3, 2, 1), 1),
+    "r50_l3_1x1_512_1024_s2": (Layer(8, 28, 512, 1024, 1, 2, 0), 1),
+    "r50_l3_1x1_256_1024": (Layer(8, 14, 256, 1024, 1, 1, 0), 6),
+    "r50_l3_1x1_1024_256": (Layer(8, 14, 1024, 256, 1, 1, 0), 5),
+    "r50_l3_3x3_256": (Layer(8, 14, 256, 256, 3, 1, 1), 5),
+    "r50_l4_1x1_1024_512": (Layer(8, 14, 1024, 512, 1, 1, 0), 1),
+    "r50_l4_3x3_512_s2": (Layer(8, 14, 512, 512, 3, 2, 1), 1),
+    "r50_l4_1x1_1024_2048_s2": (Layer(8, 14, 1024, 2048, 1, 2, 0), 1),
+    "r50_l4_1x1_512_2048": (Layer(8, 7, 512, 2048, 1, 1, 0), 3),
+    "r50_l4_1x1_2048_512": (Layer(8, 7, 2048, 512, 1, 1, 0), 2),
+    "r50_l4_3x3_512": (Layer(8, 7, 512, 512, 3, 1, 1), 2),
+}
+LAYERS.update({name: layer for name, (layer, _) in RESNET50.items()})
 DEFAULT_LAYERS = ["resnet_3x3_64", "resnet_3x3_64_s2", "resnet_1x1_s2", "resnet_3x3_256_8x8",
                   "resnet20_3x3_16", "resnet20_3x3_32", "lenet_c1", "lenet_c3"]
 OPS = ("fwd", "dgrad", "wgrad", "step")
@@ -152,7 +181,11 @@ def main() -> None:
   parser.add_argument("--reps", type=int, default=3, help="timed calls per op (best is reported)")
   parser.add_argument("--no_torch", action="store_true", help="skip the PyTorch comparison")
   parser.add_argument("--list", action="store_true", help="print the known layers and exit")
+  parser.add_argument("--resnet50", action="store_true", help="every ResNet-50 layer (batch 8, 224x224) and "
+                      "the step times summed over the network")
   args = parser.parse_args()
+  if args.resnet50:
+    args.layers = list(RESNET50)
   if args.list:
     for name, layer in LAYERS.items():
       print(f"{name:22s} {layer}")
@@ -173,10 +206,14 @@ def main() -> None:
   if torch_note and "not installed" not in torch_note:
     header += f" {'torch':>9s} {'torch/' + impls[-1]:>12s}"
   print(header)
+  totals = [0.0] * (len(impls) + 1)
   for name in args.layers:
     layer = LAYERS[name]
     timings = [jax_timings(layer, impl, args.reps) for impl in impls]
     torch_ms = None if args.no_torch else torch_timings(layer, args.reps)
+    count = RESNET50[name][1] if args.resnet50 else 1
+    for i, t in enumerate(timings + ([torch_ms] if torch_ms else [])):
+      totals[i] += count * t["step"]
     for op in OPS:
       best = timings[-1][op]
       row = f"{name:22s} {op:6s}" + "".join(f" {1e3 * t[op]:9.2f}" for t in timings)
@@ -184,6 +221,10 @@ def main() -> None:
       if torch_ms is not None:
         row += f" {1e3 * torch_ms[op]:9.2f} {torch_ms[op] / best:11.2f}x"
       print(row, flush=True)
+  if args.resnet50:
+    names = impls + (["torch"] if not args.no_torch and totals[-1] else [])
+    print("ResNet-50 convolution steps summed over the network (ms): " +
+          ", ".join(f"{n} {1e3 * t:.0f}" for n, t in zip(names, totals)))
 
 
 if __name__ == "__main__":

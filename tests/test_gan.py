@@ -2,6 +2,7 @@
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 import scipy.linalg
 
 import research.models  # noqa: F401
@@ -91,3 +92,10 @@ def test_gan_run_with_classifier_features(data_dir, tmp_path):
               "eval/diversity_ratio"):
     assert np.isfinite(result[key]), key
   assert (tmp_path / "gan" / "eval" / "step_4" / "samples.png").exists()
+  # research-predict on a GAN run: image files are not needed; it writes the generator's samples.
+  from research.inspection import predict
+  run = predict.Run.load(str(tmp_path / "gan"))
+  [record] = predict.predict_files(run, [], str(tmp_path / "predict"))
+  samples = np.asarray(Image.open(record["samples"]))
+  assert record["task"] == "gan" and samples.ndim == 3 and samples.std() > 0
+  assert predict.summary_line(record) == f"GAN samples: {record['samples']}"

@@ -6,8 +6,8 @@
 With --image (PNG / JPEG of any size and mode, or folders of them) each file is converted to the
 dataset's channels and image size and goes through the run's eval preprocessing; classification
 prints and draws the top-k classes, detection draws boxes, segmentation overlays the mask with a
-legend, captioning writes greedy and beam captions, a GAN writes samples (images unused)
-(research/inspection/predict.py). Without --image the task's own pictures of a split are drawn.
+legend, captioning writes greedy and beam captions, a multi-task run does each of its heads, a GAN
+writes samples (images unused) (research/inspection/predict.py). Without --image the task's own pictures of a split are drawn.
 Pictures go to --out (default WORKDIR/predict); --output json prints the results as JSON.
 """
 from __future__ import annotations

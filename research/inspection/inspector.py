@@ -65,6 +65,12 @@ def _stage_name(path: Tuple[Any, ...]) -> Tuple[str, int]:
   return "/".join(str(k) for k in keys if k not in ("intermediates", "__call__")), int(index)
 
 
+def _image_layout(value: np.ndarray) -> np.ndarray:
+  """[N, H, W, C] as captured, or from a per-image vmapped head (the multi-task detection head,
+  whose captures are [N, 1, H, W, C]) with the vmapped axis folded."""
+  return value[:, 0] if value.ndim == 5 and value.shape[1] == 1 else value
+
+
 def activations(run: Run, batch: Dict[str, np.ndarray]) -> List[Tuple[str, np.ndarray]]:
   """(stage name, float32 [N, H, W, C]) for every convolution and pooling stage, in execution
   order (the order of the jaxpr equations that produce them; nested dicts lose it)."""
@@ -75,7 +81,7 @@ def activations(run: Run, batch: Dict[str, np.ndarray]) -> List[Tuple[str, np.nd
   producer = {id(v): i for i, eqn in enumerate(closed.jaxpr.eqns) for v in eqn.outvars}
   order = [producer.get(id(v), -1) for v in closed.jaxpr.outvars]
   leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(jax.jit(capture)(variables, *args)))[0]
-  named = [(_stage_name(path), np.asarray(v, np.float32), o) for (path, v), o in zip(leaves, order)]
+  named = [(_stage_name(path), _image_layout(np.asarray(v, np.float32)), o) for (path, v), o in zip(leaves, order)]
   repeated = {base for (base, i), _, _ in named if i > 0}
   stages = sorted(named, key=lambda item: item[2])
   return [(f"{base}.{i}" if base in repeated else base, v) for (base, i), v, _ in stages if v.ndim == 4]

@@ -11,7 +11,9 @@ example (labels, boxes) is never used. Per task:
                   gives every valid detection, boxes [x1, y1, x2, y2] in the file's own pixels;
   segmentation    the predicted mask overlaid, with a legend; JSON: each class's pixel fraction;
   captioning      the greedy caption and the beam-search caption (beam task.beam_size, at least 3);
-  gan             images are not used: samples of the generator from the eval noise.
+  gan             images are not used: samples of the generator from the eval noise;
+  multitask       every head of the joint model as its single task above, from one forward
+                  pass; a record holds each head's result under 'heads', one picture per head.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import dataclasses
 import functools
 import os
 import textwrap
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +39,7 @@ from research.viz.grid import to_uint8
 from research.viz.masks import overlay, palette
 
 PyTree = Any
-TASKS_WITH_IMAGES = ("classification", "detection", "segmentation", "captioning")
+TASKS_WITH_IMAGES = ("classification", "detection", "segmentation", "captioning", "multitask")
 
 
 @dataclasses.dataclass
@@ -104,6 +106,28 @@ class Run:
     return (out["logits"] if isinstance(out, dict) else out).astype(jnp.float32)
 
 
+@dataclasses.dataclass
+class Head:
+  """One predicting head: its single task's name, the task that reads its outputs, and the task's
+  view of the batch. For a single-task run that is the run's task and batch ('image': the images);
+  for a multi-task run, a head task of research.tasks.multitask, whose view holds the joint
+  model's outputs for the head under 'image' (the head task's `apply_model` passes them through)."""
+
+  name: str
+  task: Any
+  batch: Dict[str, Any]
+
+
+def prediction_heads(run: Run, batch: Dict[str, np.ndarray]) -> List[Head]:
+  """The run's heads on a preprocessed batch (the joint model runs once, for every head)."""
+  name = run.config.task.name
+  if name != "multitask":
+    return [Head(name, run.task, batch)]
+  outputs = jax.jit(run.task.eval_outputs)(run.state, batch)
+  return [Head(head, run.task.head_tasks[head], run.task.head_batch(batch, head, outputs[head]))
+          for head in run.task.cfg.heads]
+
+
 def class_names(task: Any) -> List[str]:
   """The task's class names by id (classification, segmentation: index = class id; detection:
   index 0 = background)."""
@@ -114,11 +138,18 @@ def class_names(task: Any) -> List[str]:
 
 
 # --- classification ---
-def classify(run: Run, batch: Dict[str, np.ndarray], k: int = 0) -> List[List[Dict[str, Any]]]:
-  """Per image, the top-k (task.top_k by default) as [{'class', 'name', 'probability'}], best first."""
-  probs = np.asarray(jax.jit(lambda x: jax.nn.softmax(run.logits(x), -1))(batch["image"]))
-  k = min(k or int(run.task.cfg.get("top_k", 5)), probs.shape[-1])
-  names = class_names(run.task)
+def classify(run: Run, batch: Dict[str, np.ndarray], k: int = 0, task: Any = None) -> List[List[Dict[str, Any]]]:
+  """Per image, the top-k (task.top_k by default) as [{'class', 'name', 'probability'}], best first.
+  task: the classification task reading batch['image'] (default: the run's)."""
+  task = task or run.task
+
+  def probabilities(images: jax.Array) -> jax.Array:
+    out, _ = task.apply_model(run.state.params, run.state.model_state, images, False)
+    return jax.nn.softmax((out["logits"] if isinstance(out, dict) else out).astype(jnp.float32), -1)
+
+  probs = np.asarray(jax.jit(probabilities)(batch["image"]))
+  k = min(k or int(task.cfg.get("top_k", 5)), probs.shape[-1])
+  names = class_names(task)
   out = []
   for p in probs:
     top = np.argsort(-p, kind="stable")[:k]
@@ -147,14 +178,21 @@ def classification_picture(image: np.ndarray, top: List[Dict[str, Any]], title: 
 
 
 # --- detection ---
-def detect(run: Run, batch: Dict[str, np.ndarray], sizes: Sequence[Tuple[int, int]]
-           ) -> Tuple[Dict[str, np.ndarray], List[List[Dict[str, Any]]]]:
+def detect(run: Run, batch: Dict[str, np.ndarray], sizes: Sequence[Tuple[int, int]], task: Any = None,
+           input_hw: Tuple[int, int] = (0, 0)) -> Tuple[Dict[str, np.ndarray], List[List[Dict[str, Any]]]]:
   """(raw predictions, per image [{'label', 'name', 'score', 'box'}]) with boxes in each file's
-  own pixels (sizes: the files' (height, width))."""
-  pred = jax.device_get(jax.jit(run.task.predict)(run.state, batch))
-  names = class_names(run.task)
+  own pixels (sizes: the files' (height, width)). task: the detection task reading the batch
+  (default: the run's); input_hw: the preprocessed images' (height, width) when the batch records
+  no 'scale' (default: batch['image']'s)."""
+  task = task or run.task
+  pred = jax.device_get(jax.jit(task.predict)(run.state, batch))
+  names = class_names(task)
   h, w, _ = run.image_shape()
-  scale = np.asarray(batch.get("scale", np.ones(len(sizes))), np.float64)
+  scale = np.asarray(batch.get("scale", np.zeros(len(sizes))), np.float64)
+  # No scale recorded (a multi-task template without boxes): the preprocessing's resize, read off
+  # the preprocessed images (aspect kept, padded at the bottom / right).
+  in_h, in_w = input_hw if input_hw[0] else np.shape(batch["image"])[1:3]
+  scale = np.where(scale > 0, scale, min(in_h / h, in_w / w))
   results = []
   for i, (fh, fw) in enumerate(sizes):
     factor = np.array([fw / w, fh / h, fw / w, fh / h]) / scale[i]
@@ -193,9 +231,10 @@ def segmentation_picture(image: np.ndarray, mask: np.ndarray, names: Sequence[st
 
 
 # --- captioning ---
-def captions(run: Run, batch: Dict[str, np.ndarray]) -> List[Dict[str, str]]:
-  """Per image {'greedy': text, 'beam': text, 'beam_size': k}."""
-  task = run.task
+def captions(run: Run, batch: Dict[str, np.ndarray], task: Any = None) -> List[Dict[str, str]]:
+  """Per image {'greedy': text, 'beam': text, 'beam_size': k}. task: the captioning task reading
+  batch['image'] (default: the run's)."""
+  task = task or run.task
   original = int(task.cfg.beam_size)
   beam = max(original, 3)
   out: Dict[str, List[str]] = {}
@@ -225,9 +264,54 @@ def caption_picture(image: np.ndarray, caption: Dict[str, str]) -> np.ndarray:
 
 
 # --- the user's files ---
+Picture = np.ndarray
+HeadResults = List[Tuple[Dict[str, Any], Picture]]
+
+
+def _classification(run: Run, head: Head, shown: np.ndarray, files: Sequence[str], sizes) -> HeadResults:
+  return [({"top_k": top}, classification_picture(image, top, os.path.basename(f)))
+          for f, image, top in zip(files, shown, classify(run, head.batch, task=head.task))]
+
+
+def _detection(run: Run, head: Head, shown: np.ndarray, files: Sequence[str], sizes) -> HeadResults:
+  pred, found = detect(run, head.batch, sizes, task=head.task, input_hw=shown.shape[1:3])
+  names = class_names(head.task)
+  threshold = float(head.task.cfg.get("draw_score_threshold", 0.5))
+  results = []
+  for i in range(len(files)):
+    keep = pred["valid"][i] & (pred["scores"][i] >= threshold)
+    picture = draw_boxes(shown[i], pred["boxes"][i][keep], pred["labels"][i][keep], names,
+                         pred["scores"][i][keep], scale=max(1, 256 // shown.shape[1]))
+    results.append(({"detections": found[i], "draw_score_threshold": threshold}, picture))
+  return results
+
+
+def _segmentation(run: Run, head: Head, shown: np.ndarray, files: Sequence[str], sizes) -> HeadResults:
+  masks = np.asarray(jax.jit(head.task.predict)(run.state, head.batch))
+  names = class_names(head.task)
+  results = []
+  for image, mask in zip(shown, masks):
+    counts = np.bincount(mask.ravel(), minlength=len(names)) / mask.size
+    fractions = {names[c]: float(counts[c]) for c in range(len(names)) if counts[c] > 0}
+    results.append(({"class_fractions": fractions}, segmentation_picture(image, mask, names)))
+  return results
+
+
+def _captioning(run: Run, head: Head, shown: np.ndarray, files: Sequence[str], sizes) -> HeadResults:
+  return [(caption, caption_picture(image, caption))
+          for image, caption in zip(shown, captions(run, head.batch, task=head.task))]
+
+
+HEAD_PREDICTORS: Dict[str, Callable[..., HeadResults]] = {
+    "classification": _classification, "detection": _detection, "segmentation": _segmentation,
+    "captioning": _captioning}
+
+
 def predict_files(run: Run, files: Sequence[str], out_dir: str) -> List[Dict[str, Any]]:
-  """Predicts every file (module docstring); writes one picture per file (GAN: one sample grid)
-  to out_dir; returns one JSON-ready record per file (GAN: one record with the samples' path)."""
+  """Predicts every file (module docstring); writes one picture per file and head (GAN: one sample
+  grid) to out_dir; returns one JSON-ready record per file (GAN: one record with the samples' path).
+  A single task's results are the record's own keys; a multi-task run's are under
+  record['heads'][head], with record['pictures'][head]."""
   name = run.config.task.name
   os.makedirs(out_dir, exist_ok=True)
   if name == "gan":
@@ -247,45 +331,27 @@ def predict_files(run: Run, files: Sequence[str], out_dir: str) -> List[Dict[str
   batch = run.batch(raw)
   cfg = run.task.cfg
   shown = to_uint8(batch["image"], cfg.get("mean", (0.0,)), cfg.get("std", (1.0,)))
-  records: List[Dict[str, Any]] = []
-  if name == "classification":
-    for f, image, top in zip(files, shown, classify(run, batch)):
-      records.append({"file": f, "top_k": top})
-      _save(out_dir, f, classification_picture(image, top, os.path.basename(f)), records[-1])
-  elif name == "detection":
-    pred, found = detect(run, batch, sizes)
-    names = class_names(run.task)
-    threshold = float(cfg.get("draw_score_threshold", 0.5))
-    for i, f in enumerate(files):
-      keep = pred["valid"][i] & (pred["scores"][i] >= threshold)
-      picture = draw_boxes(shown[i], pred["boxes"][i][keep], pred["labels"][i][keep], names,
-                           pred["scores"][i][keep], scale=max(1, 256 // shown.shape[1]))
-      records.append({"file": f, "detections": found[i], "draw_score_threshold": threshold})
-      _save(out_dir, f, picture, records[-1])
-  elif name == "segmentation":
-    masks = np.asarray(jax.jit(run.task.predict)(run.state, batch))
-    names = class_names(run.task)
-    for f, image, mask in zip(files, shown, masks):
-      counts = np.bincount(mask.ravel(), minlength=len(names)) / mask.size
-      records.append({"file": f, "class_fractions": {names[c]: float(counts[c]) for c in range(len(names))
-                                                     if counts[c] > 0}})
-      _save(out_dir, f, segmentation_picture(image, mask, names), records[-1])
-  else:  # captioning
-    for f, image, caption in zip(files, shown, captions(run, batch)):
-      records.append({"file": f, **caption})
-      _save(out_dir, f, caption_picture(image, caption), records[-1])
+  records: List[Dict[str, Any]] = [{"file": f} for f in files]
+  for head in prediction_heads(run, batch):
+    results = HEAD_PREDICTORS[head.name](run, head, shown, files, sizes)
+    for f, record, (result, picture) in zip(files, records, results):
+      suffix = "" if name != "multitask" else f"_{head.name}"
+      stem = os.path.splitext(os.path.basename(f))[0]
+      path = os.path.join(out_dir, f"{stem}{suffix}_prediction.png")
+      Image.fromarray(np.asarray(picture, np.uint8)).save(path)
+      if name == "multitask":
+        record.setdefault("heads", {})[head.name] = result
+        record.setdefault("pictures", {})[head.name] = path
+      else:
+        record.update(result, picture=path)
   return records
 
 
-def _save(out_dir: str, file: str, picture: np.ndarray, record: Dict[str, Any]) -> None:
-  stem = os.path.splitext(os.path.basename(file))[0]
-  path = os.path.join(out_dir, f"{stem}_prediction.png")
-  Image.fromarray(np.asarray(picture, np.uint8)).save(path)
-  record["picture"] = path
-
-
 def summary_line(record: Dict[str, Any]) -> str:
-  """One line of text for a prediction record."""
+  """One line of text for a prediction record (a multi-task record: one part per head)."""
+  if "heads" in record:
+    parts = (summary_line({"file": "", **result}).lstrip(": ") for result in record["heads"].values())
+    return f"{record['file']}: " + "; ".join(f"{h} {p}" for h, p in zip(record["heads"], parts))
   if "top_k" in record:
     return f"{record['file']}: " + ", ".join(f"{t['name']} {t['probability']:.3f}" for t in record["top_k"])
   if "detections" in record:

@@ -127,7 +127,8 @@ class MultiTaskModel(nn.Module):
           num_classes["classification"], dtype=self.dtype, name="classification", **(self.classification or {}))
     if "detection" in heads:
       # Per image (vmapped over the batch, parameters shared), so each example has its own losses.
-      per_image = nn.vmap(DetectionHead, variable_axes={"params": None},
+      # Intermediates (research-inspect's activations) get the vmapped axis: [N, 1, ...].
+      per_image = nn.vmap(DetectionHead, variable_axes={"params": None, "intermediates": 0},
                           split_rngs={"params": False, "sampling": True}, in_axes=(0, None, None, 0))
       self.detection_head = per_image(num_classes=num_classes["detection"], dtype=self.dtype, name="detection",
                                       **(self.detection or {}))

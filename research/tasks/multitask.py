@@ -365,7 +365,7 @@ class MultiTaskTask(Task):
     for i, head in enumerate(self.cfg.heads):
       has = batch[f"has_{head}"]
       weights = has * example_weights
-      loss, head_metrics = self.head_tasks[head].loss(outputs[head], self._head_batch(batch, head), weights)
+      loss, head_metrics = self.head_tasks[head].loss(outputs[head], self.head_batch(batch, head), weights)
       term = float(self.cfg.weights[head]) * loss
       if self.cfg.loss_weighting == "uncertainty":
         log_var = outputs["log_variance"][i]
@@ -376,7 +376,7 @@ class MultiTaskTask(Task):
                       **{f"{head}/{k}": v for k, v in head_metrics.items()}})
     return total, metrics
 
-  def _head_batch(self, batch: Dict[str, Any], head: str, image: Any = None) -> Dict[str, Any]:
+  def head_batch(self, batch: Dict[str, Any], head: str, image: Any = None) -> Dict[str, Any]:
     """The single task's view of a batch: its entries unprefixed, 'mask' limited to the examples
     with its labels, and 'image' replaced by `image` (the head's outputs) where given."""
     prefix = head + "/"
@@ -388,16 +388,17 @@ class MultiTaskTask(Task):
       view["index"] = batch["index"]
     return view
 
-  def _eval_outputs(self, state, batch: Batch) -> Dict[str, Any]:
+  def eval_outputs(self, state, batch: Batch) -> Dict[str, Any]:
+    """The joint model's evaluation outputs {head: output} (the head tasks read them via head_batch)."""
     out, _ = self.apply_model(state.params, state.model_state, (batch["image"], self._targets(batch, False)), False)
     return out
 
   def eval_step(self, state, batch: Batch) -> Tuple[Sums, Optional[PyTree]]:
-    out = self._eval_outputs(state, batch)
+    out = self.eval_outputs(state, batch)
     sums: Sums = {}
     outputs: Dict[str, PyTree] = {}
     for head in self.cfg.heads:
-      view = self._head_batch(batch, head, out[head])
+      view = self.head_batch(batch, head, out[head])
       head_sums, head_outputs = self.head_tasks[head].eval_step(state, view)
       labeled = view["mask"].sum()
       sums.update({f"{head}/{k}": v for k, v in head_sums.items()})
@@ -407,8 +408,8 @@ class MultiTaskTask(Task):
     return sums, outputs or None
 
   def predict(self, state, batch: Batch) -> Dict[str, PyTree]:
-    out = self._eval_outputs(state, batch)
-    return {head: self.head_tasks[head].predict(state, self._head_batch(batch, head, out[head]))
+    out = self.eval_outputs(state, batch)
+    return {head: self.head_tasks[head].predict(state, self.head_batch(batch, head, out[head]))
             for head in self.cfg.heads}
 
   def finalize_eval(self, sums, outputs: List[PyTree]) -> Tuple[Dict[str, float], Dict[str, Any]]:
@@ -439,7 +440,7 @@ class MultiTaskTask(Task):
       rows = (batch[f"has_{head}"] > 0) & (batch["mask"] > 0 if "mask" in batch else True)
       if not rows.any():
         continue
-      view = {k: np.asarray(v)[rows] for k, v in self._head_batch(batch, head).items()}
+      view = {k: np.asarray(v)[rows] for k, v in self.head_batch(batch, head).items()}
       head_predictions = jax.tree_util.tree_map(lambda x: np.asarray(x)[rows], predictions[head])
       pictures.update({f"{head}/{k}": v for k, v in self.head_tasks[head].visualize(view, head_predictions).items()})
     return pictures

@@ -57,3 +57,28 @@ def project_config(name_or_path: str):
   config = load_config_file(path)
   config.dataset.num_workers = 0
   return config
+
+
+def predict_and_inspect(workdir: str, out_dir: str):
+  """research-predict on a generated 50x40 RGB PNG and research-inspect on the same file, for a
+  trained run in `workdir`: (the prediction record, inspect.json's record). Asserts that both wrote
+  their pictures."""
+  import json
+
+  import numpy as np
+  from PIL import Image
+
+  from research.cli.inspect_run import inspect_run
+  from research.inspection import predict
+  photo = os.path.join(out_dir, "photo.png")
+  os.makedirs(out_dir, exist_ok=True)
+  Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 40, 3), np.uint8)).save(photo)
+  [record] = predict.predict_files(predict.Run.load(workdir), [photo], os.path.join(out_dir, "predict"))
+  pictures = record["pictures"].values() if "pictures" in record else [record["picture"]]
+  assert all(os.path.getsize(p) > 0 for p in pictures)
+  inspect_run(workdir, image=photo, out=os.path.join(out_dir, "inspect"))
+  with open(os.path.join(out_dir, "inspect", "inspect.json")) as f:
+    inspected = json.load(f)
+  for name in inspected["files"]:
+    assert os.path.getsize(os.path.join(out_dir, "inspect", name)) > 0, name
+  return record, inspected

@@ -200,3 +200,7 @@ def test_show_tell_trains_on_shapes(data_dir, tmp_path):
     artifacts = json.load(f)
   assert len(artifacts["captions"]) == 40 and len(artifacts["examples"][0]["references"]) == 5
   assert (tmp_path / "eval" / "step_40" / "captions.png").exists()
+  from tests.core_helpers import predict_and_inspect
+  record, inspected = predict_and_inspect(str(tmp_path), str(tmp_path / "look"))
+  assert record["beam_size"] == 3 and record["greedy"] and record["beam"]
+  assert inspected["activations"] and inspected["first_conv"]

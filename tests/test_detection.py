@@ -170,6 +170,12 @@ def test_training_run_reports_coco_metrics_and_pictures(data_dir, tmp_path):
   for name in ("eval/mAP", "eval/AP50", "eval/AP75"):
     assert 0.0 <= result[name] <= 1.0
   assert any(p.name.endswith(".png") for p in tmp_path.rglob("*detections*"))
+  from tests.core_helpers import predict_and_inspect
+  record, inspected = predict_and_inspect(str(tmp_path), str(tmp_path / "look"))
+  assert all(0 <= d["box"][0] <= d["box"][2] <= 40 * 1.01 and 0 <= d["box"][1] <= d["box"][3] <= 50 * 1.01
+             for d in record["detections"])
+  stages = [s["name"] for s in inspected["activations"]]
+  assert {"head/fpn/layer0", "head/rpn/conv.0", "head/rpn/cls_logits.2"} <= set(stages), stages
 
 
 def test_vgg16_voc07_config_loads_the_imagenet_classifier_into_backbone_and_box_head():

@@ -2,7 +2,6 @@
 zero gradient), Kendall et al.'s uncertainty weighting, 8 devices equal 1, per-head metrics through
 the core, predict and inspect on a trained joint run, and transfer between single-task runs and the
 joint model."""
-import json
 import os
 
 import jax
@@ -10,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from ml_collections import ConfigDict
-from PIL import Image
 
 import research.models  # noqa: F401
 from research.core.checkpoint import Checkpointer, load_variables, merge_pretrained
@@ -25,6 +23,8 @@ from research.models.multitask import HEADS, RENAME_FROM_JOINT, RENAME_INTO_JOIN
 from research.tasks.detection import DetectionTask
 from research.tasks.multitask import MultiTaskTask
 from research.tasks.segmentation import SegmentationTask
+from research.inspection.predict import summary_line as predict_summary
+from tests.core_helpers import predict_and_inspect
 from tests.test_core_parallel import _run_steps
 
 WIDTHS = (8, 8, 16, 16, 16)
@@ -150,20 +150,14 @@ def test_mixture_run_through_the_core_reports_every_head(data_dir, tmp_path):
                                        ("segmentation", "masks"), ("captioning", "captions"))} <= pictures
 
   # The trained run predicts on an image file (every head) and research-inspect sees every head's layers.
-  from research.cli.inspect_run import inspect_run
-  from research.inspection import predict
-  photo = tmp_path / "photo.png"
-  Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 40, 3), np.uint8)).save(photo)
-  run = predict.Run.load(str(tmp_path))
-  [record] = predict.predict_files(run, [str(photo)], str(tmp_path / "predict"))
-  assert set(record["heads"]) == set(HEADS) and all(os.path.getsize(p) for p in record["pictures"].values())
+  record, inspected = predict_and_inspect(str(tmp_path), str(tmp_path / "look"))
+  assert set(record["heads"]) == set(HEADS)
   assert len(record["heads"]["classification"]["top_k"]) == 5
   assert all(0 <= d["box"][0] <= d["box"][2] <= 40 * 1.01 for d in record["heads"]["detection"]["detections"])
   assert sum(record["heads"]["segmentation"]["class_fractions"].values()) == pytest.approx(1.0)
   assert {"greedy", "beam"} <= set(record["heads"]["captioning"])
-  assert predict.summary_line(record).startswith(f"{photo}: classification ")
-  inspect_run(str(tmp_path), image=str(photo), out=str(tmp_path / "inspect"))
-  stages = [s["name"] for s in json.load(open(tmp_path / "inspect" / "inspect.json"))["activations"]]
+  assert predict_summary(record).startswith(f"{record['file']}: classification ")
+  stages = [s["name"] for s in inspected["activations"]]
   for head in ("backbone/", "detection/", "segmentation/"):
     assert any(name.startswith(head) for name in stages), (head, stages)
 

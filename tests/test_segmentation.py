@@ -68,6 +68,10 @@ def test_fcn8s_trains_on_shapes(data_dir, tmp_path):
   assert 0.0 < result["eval/miou"] <= 1.0 and 0.0 < result["eval/pixel_accuracy"] <= 1.0
   assert "eval/iou/circle" in result
   assert (tmp_path / "eval" / "step_6" / "masks.png").exists()
+  from tests.core_helpers import predict_and_inspect
+  record, inspected = predict_and_inspect(str(tmp_path), str(tmp_path / "look"))
+  assert sum(record["class_fractions"].values()) == pytest.approx(1.0)
+  assert inspected["activations"] and not inspected.get("top_k") and "saliency.png" not in inspected["files"]
 
 
 @pytest.mark.parametrize("output_stride", [8, 16])

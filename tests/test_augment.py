@@ -71,8 +71,9 @@ def test_task_random_resized_crop_and_eval_resize():
   example = {"image": _image(50, 70), "label": 2}
   train = task.preprocess_train(example, np.random.default_rng(0))
   evaluated = task.preprocess_eval(example)
-  for out in (train, evaluated):
-    assert out["image"].shape == (28, 28, 1) and out["image"].dtype == np.float32 and out["label"] == 2
+  assert train["image"].shape == (28, 28, 1) and train["image"].dtype == np.uint8 and train["flip"].shape == ()
+  assert evaluated["image"].shape == (28, 28, 1) and evaluated["image"].dtype == np.float32
+  assert train["label"] == evaluated["label"] == 2
   grey = _image(50, 70).mean(axis=-1, keepdims=True).astype(np.uint8)
   np.testing.assert_allclose(evaluated["image"], resize_shorter_center_crop(grey, 32, 28) / 255.0, rtol=1e-6)
 

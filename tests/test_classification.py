@@ -194,3 +194,30 @@ def test_lenet_pools_before_relu_with_the_same_values_and_gradients():
   (ours, ours_grad), (ref, ref_grad) = value_and_grad(LeNet5()), value_and_grad(ActThenPool())
   assert float(ours) == float(ref)
   jax.tree.map(np.testing.assert_array_equal, ours_grad, ref_grad)
+
+
+@pytest.mark.parametrize("augment,channels", [(("crop", "flip"), 1), (("random_resized_crop", "flip"), 3), ((), 3)])
+def test_augment_on_device_equals_augmenting_on_the_host(augment, channels):
+  """The uint8 batch cropped, flipped and normalized in the step (task.augment_on_device) is, bit
+  for bit, the float32 batch the host makes with the same random draws."""
+  from research.config_sections import model_config, task_config
+  from research.tasks.classification import ClassificationTask
+
+  def task(on_device):
+    config = default_config()
+    config.model = model_config("lenet5")
+    config.task = task_config("classification", num_classes=3, channels=channels, image_size=28, augment=augment,
+                              crop_padding=3, mean=(0.4,) * channels, std=(0.3,) * channels,
+                              augment_on_device=on_device)
+    return ClassificationTask(config)
+
+  images = np.random.default_rng(0).integers(0, 256, (6, 40, 35, 3), np.uint8)
+  batches = []
+  for on_device in (True, False):
+    t, rng = task(on_device), np.random.default_rng(1)
+    examples = [t.preprocess_train({"image": image, "label": 1}, rng) for image in images]
+    batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+    batches.append(np.asarray(jax.jit(t.train_images)(batch)))
+    assert batch["image"].dtype == (np.uint8 if on_device else np.float32)
+  np.testing.assert_array_equal(batches[0], batches[1])
+  assert batches[0].shape == (6, 28, 28, channels) and batches[0].std() > 0

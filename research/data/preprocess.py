@@ -467,14 +467,18 @@ class NormalizeTable:
     self.shift = (-np.asarray(mean, np.float32) / std).astype(np.float32)
     self._tables: Dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-  def __call__(self, image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    channels = image.shape[-1]
+  def table(self, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(table float32 [channels * 256], offsets uint16 [channels]): channel c's value of pixel x
+    is table[x + offsets[c]] (the look-up `__call__` does; the same on the device)."""
     if channels not in self._tables:
       values = np.arange(256, dtype=np.float32)[:, None] * self.scale + self.shift  # [256, C or 1]
       table = np.ascontiguousarray(np.broadcast_to(values, (256, channels)).T).reshape(-1)
       self._tables[channels] = table, np.arange(channels, dtype=np.uint16) * 256
-    table, offsets = self._tables[channels]
+    return self._tables[channels]
+
+  def __call__(self, image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    table, offsets = self.table(image.shape[-1])
     return np.take(table, image + offsets)
 
 

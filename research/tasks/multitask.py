@@ -212,6 +212,8 @@ class MultiTaskTask(Task):
     config.model = ConfigDict({"name": ""})
     config.task = ConfigDict({"name": head, **own.to_dict(), "image_size": 0, "mean": tuple(self.cfg.mean),
                               "std": tuple(self.cfg.std), "augment": ()})
+    if head == "classification":  # the joint preprocessing makes one float32 image for every head
+      config.task.augment_on_device = False
     return config
 
   @functools.cached_property

@@ -9,10 +9,27 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from typing import Any, Dict, Mapping, Optional
 
 import jax
 import numpy as np
+
+
+def import_tensorboardx() -> Any:
+  """The tensorboardX module, imported without PyTorch: tensorboardX imports torch at import time
+  when it is installed (2.4-2.8 s of a run's start-up, measured) only to accept torch tensors,
+  and we pass numpy arrays. A torch already imported by the caller is left alone."""
+  if "tensorboardX" in sys.modules or "torch" in sys.modules:
+    import tensorboardX  # pylint: disable=g-import-not-at-top
+    return tensorboardX
+  sys.modules["torch"] = None  # `import torch` raises ImportError while tensorboardX loads.
+  try:
+    import tensorboardX  # pylint: disable=g-import-not-at-top
+    import tensorboardX.summary  # pylint: disable=g-import-not-at-top
+  finally:
+    del sys.modules["torch"]
+  return tensorboardX
 
 
 def _truncate_jsonl(path: str, keep_up_to_step: int) -> None:
@@ -43,8 +60,7 @@ class MetricWriter:
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
       _truncate_jsonl(self.path, start_step)
-      from tensorboardX import SummaryWriter
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step + 1)
+      self._tb = import_tensorboardx().SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step + 1)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     if not self.enabled:

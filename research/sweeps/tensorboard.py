@@ -10,6 +10,7 @@ import os
 import shutil
 from typing import Any, Mapping
 
+from research.core.metrics import import_tensorboardx
 from research.sweeps.experiment import format_value
 
 
@@ -23,15 +24,14 @@ def write_hparams(workdir: str, swept: Mapping[str, Any], results: Mapping[str, 
 
   swept: dotted config key -> value; results: {'step': N, '<split>/<metric>': value, ...}.
   """
-  from tensorboardX import SummaryWriter
-  from tensorboardX.summary import hparams
+  tensorboardx = import_tensorboardx()
 
   metrics = {k: float(v) for k, v in results.items()
              if "/" in k and isinstance(v, (int, float)) and not isinstance(v, bool)}
   path = os.path.join(workdir, "tensorboard", "hparams")
   shutil.rmtree(path, ignore_errors=True)
-  experiment, start, end = hparams({k: hparam_value(v) for k, v in swept.items()}, metrics)
-  writer = SummaryWriter(path)
+  experiment, start, end = tensorboardx.summary.hparams({k: hparam_value(v) for k, v in swept.items()}, metrics)
+  writer = tensorboardx.SummaryWriter(path)
   try:
     for summary in (experiment, start, end):
       writer.file_writer.add_summary(summary)

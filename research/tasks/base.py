@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import abc
 import difflib
+import functools
 import re
+import types
 from typing import Any, Dict, List, Optional, Tuple
 
 import flax.linen as nn
@@ -88,6 +90,13 @@ class Task(abc.ABC):
     merged.update({k: v for k, v in config.task.items() if k != "name"})
     self.cfg = merged
     self.model = self.build_model()
+
+  @functools.cached_property
+  def host_cfg(self) -> types.SimpleNamespace:
+    """`cfg`'s top-level keys as a plain namespace, for host preprocessing that reads them for
+    every example: a ConfigDict attribute costs ~3 us, this ~50 ns. Taken at first use (cfg does
+    not change after __init__); nested sections stay dicts."""
+    return types.SimpleNamespace(**self.cfg.to_dict())
 
   @classmethod
   def config_defaults(cls) -> ConfigDict:

@@ -146,61 +146,66 @@ class ClassificationTask(Task):
   # --- host-side preprocessing ---
   def _image(self, example: Dict[str, Any], size: Optional[int] = None) -> np.ndarray:
     """uint8 [size, size, C] (size: task.image_size; 0 keeps the native size)."""
-    size = int(self.cfg.image_size) if size is None else size
-    return preprocess.prepare_image(example[self.cfg.image_key], self.cfg.channels, size)
+    cfg = self.host_cfg
+    size = int(cfg.image_size) if size is None else size
+    return preprocess.prepare_image(example[cfg.image_key], cfg.channels, size)
 
   def _normalize(self, image: np.ndarray) -> np.ndarray:
     """uint8 -> float32 (image / 255 - mean) / std, as image * scale + shift."""
+    cfg = self.host_cfg
     if not hasattr(self, "_normalize_table"):
-      self._normalize_table = preprocess.NormalizeTable(self.cfg.mean, self.cfg.std)
+      self._normalize_table = preprocess.NormalizeTable(cfg.mean, cfg.std)
     return self._normalize_table(image)
 
   def wrap_source(self, source: Any, split: str) -> Any:
     """The training split of a TFDS source whose images are JPEG is read undecoded (bytes), so
     that `preprocess_train` decodes only what its crop needs (`preprocess.crop_and_resize`);
     other splits and sources are unchanged."""
+    cfg = self.host_cfg
     features = getattr(self.dataset_info, "features", None)
-    feature = features[self.cfg.image_key] if features and self.cfg.image_key in features.keys() else None
+    feature = features[cfg.image_key] if features and cfg.image_key in features.keys() else None
     jpeg = getattr(feature, "encoding_format", None) == "jpeg"
     if (split == self.config.dataset.train_split and jpeg and dataclasses.is_dataclass(source)
         and getattr(source, "decoders", "none") is None):
       from tensorflow_datasets import decode  # pylint: disable=g-import-not-at-top
-      return dataclasses.replace(source, decoders={self.cfg.image_key: decode.SkipDecoding()})
+      return dataclasses.replace(source, decoders={cfg.image_key: decode.SkipDecoding()})
     return source
 
   def preprocess_eval(self, example: Dict[str, Any]) -> Dict[str, Any]:
-    if self.cfg.eval_resize:
-      image = resize_shorter_center_crop(self._image(example, 0), int(self.cfg.eval_resize), int(self.cfg.image_size))
+    cfg = self.host_cfg
+    if cfg.eval_resize:
+      image = resize_shorter_center_crop(self._image(example, 0), int(cfg.eval_resize), int(cfg.image_size))
     else:
       image = self._image(example)
-    return {"image": self._normalize(image), "label": np.int32(example[self.cfg.label_key])}
+    return {"image": self._normalize(image), "label": np.int32(example[cfg.label_key])}
 
   def preprocess_train(self, example: Dict[str, Any], rng: np.random.Generator) -> Dict[str, Any]:
-    if "random_resized_crop" in self.cfg.augment:
-      image = example[self.cfg.image_key]
-      if self.cfg.channels or not isinstance(image, bytes):
+    cfg = self.host_cfg
+    if "random_resized_crop" in cfg.augment:
+      image = example[cfg.image_key]
+      if cfg.channels or not isinstance(image, bytes):
         image = self._image(example, 0)
-      box = random_resized_crop_box(*preprocess.image_hw(image), rng, self.cfg.crop_scale, self.cfg.crop_ratio)
-      size = int(self.cfg.image_size)
+      box = random_resized_crop_box(*preprocess.image_hw(image), rng, cfg.crop_scale, cfg.crop_ratio)
+      size = int(cfg.image_size)
       image = preprocess.crop_and_resize(image, box, (size, size))
     else:
       image = self._image(example)
-    out: Dict[str, Any] = {"label": np.int32(example[self.cfg.label_key])}
-    if "crop" in self.cfg.augment:
-      p = int(self.cfg.crop_padding)
+    out: Dict[str, Any] = {"label": np.int32(example[cfg.label_key])}
+    if "crop" in cfg.augment:
+      p = int(cfg.crop_padding)
       h, w = image.shape[:2]
-      y, x = rng.integers(0, 2 * p + 1, size=2)
-      if self.cfg.augment_on_device:
+      y, x = rng.integers(0, 2 * p + 1), rng.integers(0, 2 * p + 1)  # = integers(size=2), 5x cheaper
+      if cfg.augment_on_device:
         out["crop_offset"] = np.array([y, x], np.int32)
       else:
         image = np.pad(image, ((p, p), (p, p), (0, 0)))[y:y + h, x:x + w]
-    if "flip" in self.cfg.augment:
+    if "flip" in cfg.augment:
       flip = rng.random() < 0.5
-      if self.cfg.augment_on_device:
+      if cfg.augment_on_device:
         out["flip"] = np.bool_(flip)
       elif flip:
         image = image[:, ::-1]
-    out["image"] = image if self.cfg.augment_on_device else self._normalize(image)
+    out["image"] = image if cfg.augment_on_device else self._normalize(image)
     return out
 
   # --- device-side steps ---

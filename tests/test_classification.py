@@ -221,3 +221,20 @@ def test_augment_on_device_equals_augmenting_on_the_host(augment, channels):
     assert batch["image"].dtype == (np.uint8 if on_device else np.float32)
   np.testing.assert_array_equal(batches[0], batches[1])
   assert batches[0].shape == (6, 28, 28, channels) and batches[0].std() > 0
+
+
+@pytest.mark.parametrize("num_classes", [4, 12, 40])
+def test_confusion_picture(num_classes):
+  """The matrix (<= 30 classes; colour = fraction of the true class) or the most-confused table."""
+  from research.viz.confusion import confusion_picture
+  confusion = np.full((num_classes, num_classes), 1) + np.diag(np.full(num_classes, 50))
+  confusion[1, 0] = 30
+  picture = confusion_picture(confusion, [f"class {i}" for i in range(num_classes)])
+  assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[2] == 3
+  assert 150 < min(picture.shape[:2]) and max(picture.shape[:2]) < 2000
+  if num_classes <= 30:  # every cell is painted with the colour of its fraction of the true class
+    from research.viz.confusion import _blues
+    rate = confusion / confusion.sum(axis=1, keepdims=True)
+    colours = {tuple(c) for c in picture.reshape(-1, 3).tolist()}
+    for t, p in [(0, 0), (1, 0), (1, 1), (0, 1)]:
+      assert tuple(_blues(np.array(rate[t, p])).tolist()) in colours

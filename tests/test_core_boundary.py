@@ -48,3 +48,16 @@ def test_library_code_touches_absl_flag_state_in_one_place(needle):
   hits = [str(p.relative_to(RESEARCH)) for p in sorted(RESEARCH.rglob("*.py"))
           if "cli" not in p.relative_to(RESEARCH).parts and needle in p.read_text()]
   assert hits == (["data/pipeline.py"] if needle == "FLAGS.mark_as_parsed" else [])
+
+
+def test_metric_writer_does_not_import_torch(tmp_path):
+  """tensorboardX imports torch when it is installed (seconds of a run's start-up); the writer
+  loads it without, and torch still imports normally afterwards."""
+  import subprocess
+  import sys
+  code = ("import sys\nfrom research.core.metrics import MetricWriter\nimport numpy as np\n"
+          f"w = MetricWriter({str(tmp_path)!r})\nw.write_scalars(1, {{'a': 1.0}})\n"
+          "w.write_histograms(1, {'h': np.arange(5.0)})\nw.close()\nassert 'torch' not in sys.modules\n"
+          "import importlib.util\nif importlib.util.find_spec('torch'):\n  import torch\n  assert torch.zeros(1).shape == (1,)\n")
+  subprocess.run([sys.executable, "-c", code], check=True, timeout=240)
+  assert list((tmp_path / "tensorboard").iterdir())

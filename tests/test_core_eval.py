@@ -36,6 +36,18 @@ def test_trainer_eval_matches_direct_computation(data_dir, tmp_path):
   np.testing.assert_array_equal(np.bincount(labels, minlength=10), artifacts["support"])
 
 
+def test_unoptimized_init_equals_the_optimized_one(data_dir, tmp_path):
+  """The initial state is compiled without LLVM's optimization passes on CPU (it runs once): its
+  keys are exact and its parameters equal an optimized build's to float32 rounding."""
+  trainer = Trainer(small_config(data_dir, steps=3), str(tmp_path))
+  init_rng, train_rng = jax.random.split(jax.random.PRNGKey(trainer.config.seed))
+  np.testing.assert_array_equal(jax.device_get(trainer.train_rng), jax.device_get(train_rng))
+  expected = jax.jit(lambda r, b: trainer.task.init_variables(r, b))(init_rng, trainer.sample)
+  ours = {"params": trainer.state.params, **trainer.state.model_state}
+  for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(expected)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+
+
 def test_eval_log_line_shows_the_least_nested_metrics():
   assert _summary_line({"accuracy": 0.5, "loss": 1.0, "iou/cat": 0.25}) == "accuracy 0.5000, loss 1.0000"
   multitask = {"classification/accuracy": 0.9, "segmentation/mIoU": 0.8, "segmentation/iou/cat": 0.7}

@@ -146,8 +146,10 @@ class Trainer:
     # Decoded (and validated) once and held in memory when small enough (config.dataset.cache_mb),
     # in a thread, while this one traces and compiles: `train_source` and `eval_source` wait for it.
     cache = int(ds.cache_mb) << 20
-    self._sources = concurrent.futures.ThreadPoolExecutor(1, "research-data-cache").submit(
+    executor = concurrent.futures.ThreadPoolExecutor(1, "research-data-cache")
+    self._sources = executor.submit(
         lambda: (datasets.maybe_cache(train_source, cache), datasets.maybe_cache(eval_source, cache)))
+    executor.shutdown(wait=False)  # its one thread ends when the split is cached
     self.num_steps = duration_steps(config, len(train_source))
     self.local_batch = parallel.local_batch_size(config.batch_size, self.mesh)
     self.eval_batch = int(config.eval_batch_size or config.batch_size)

@@ -3,7 +3,7 @@
     research-sweep experiments/lenet5_digits_lr_seed.py
     research-report experiments/lenet5_digits_lr_seed.py
 
-150 steps at batch 128 (about 13 epochs) instead of the config's 800, evaluated every 50 steps
+150 steps at batch 128 (about 13 epochs) instead of the config's 400, evaluated every 50 steps
 so the report's learning curves have several points.
 """
 from research.sweeps import Experiment, grid

@@ -98,7 +98,7 @@ def _torch_step(model_name: str, task, batch):
   except ImportError:
     print("pytorch reference: torch not installed")
     return None
-  images = np.asarray(jax.device_get(batch["image"]))
+  images = np.asarray(jax.device_get(jax.jit(task.train_images)(batch)))  # the model's float input
   labels = np.asarray(jax.device_get(batch["label"]))
   try:
     model = torch_reference.build(model_name, task.num_classes, images.shape[-1])

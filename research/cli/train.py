@@ -75,7 +75,7 @@ def main(argv):
 
 def run() -> None:
   """Console entry point; `--config` takes a path or a shipped config's name."""
-  run_app(main, prepare_argv=shipped.resolve_config_flag)
+  run_app(main, prepare_argv=shipped.resolve_config_flag, skip_teardown=True)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def to_global(batch: PyTree, mesh: Mesh) -> PyTree:
   assembling each array from process-local data)."""
   sharding = batch_sharded(mesh)
   if jax.process_count() == 1:
-    return jax.device_put(batch, sharding)
+    return jax.device_put(jax.tree_util.tree_map(np.asarray, batch), sharding)
   return jax.tree_util.tree_map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
 

@@ -23,7 +23,11 @@ import argparse  # noqa: E402
 import math  # noqa: E402
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
+try:
+  import torch  # noqa: E402
+except ImportError:
+  raise SystemExit("error: this reference needs PyTorch, a test-only extra: "
+                   ".venv/bin/pip install -e '.[dev]' (or pip install torch==2.14.1)")
 
 from research.benchmarks.torch_reference import LeNet5  # noqa: E402
 from research.data import datasets  # noqa: E402

@@ -30,10 +30,12 @@ except ImportError:
                    ".venv/bin/pip install -e '.[dev]' (or pip install torch==2.14.1)")
 
 from research.benchmarks.torch_reference import LeNet5  # noqa: E402
+from research.configs.lenet5_digits import get_config  # noqa: E402
 from research.data import datasets  # noqa: E402
 
-NUM_STEPS, BATCH, LEARNING_RATE, PADDING = 400, 128, 0.05, 2
-MEAN, STD = 0.306, 0.325  # configs/lenet5_digits.py task.mean, task.std
+_CONFIG = get_config()  # the job's numbers come from the shipped config, so the two cannot drift
+NUM_STEPS, BATCH, LEARNING_RATE = _CONFIG.num_train_steps, _CONFIG.batch_size, _CONFIG.optimizer.learning_rate
+PADDING, (MEAN,), (STD,) = _CONFIG.task.crop_padding, _CONFIG.task.mean, _CONFIG.task.std
 
 
 def load_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:

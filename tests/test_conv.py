@@ -43,6 +43,7 @@ CASES = {
     "1x1_s1": ((2, 6, 6, 20), (1, 1), 24, 1, 0, 1, 1),
     "1x1_s2": ((2, 7, 7, 20), (1, 1), 24, 2, "VALID", 1, 1),
     "1x1_groups4_padded": ((2, 5, 5, 20), (1, 1), 24, 1, 1, 1, 4),
+    "1x1_s2_padded": ((2, 7, 7, 20), (1, 1), 24, 2, 1, 1, 1),
     "7x7_s2_p3": ((2, 16, 15, 3), (7, 7), 20, 2, 3, 1, 1),
     "3x3_rate2": ((2, 12, 12, 20), (3, 3), 20, 1, 2, 2, 1),
     "3x3_rate4": ((2, 10, 10, 20), (3, 3), 20, 1, 4, 4, 1),  # dilated ResNet layer4 at output stride 8
@@ -145,7 +146,25 @@ def test_cpu_plan_avoids_the_plain_convolution_above_16_channels():
   assert cpu_dispatch.conv_plan((40, 8, 8, 16), (3, 3, 16, 16), (1, 1), (1, 1), 1, "cpu") == \
       cpu_dispatch.ConvPlan("xla", "xla", "chunked")
   assert cpu_dispatch.conv_plan((4, 8, 8, 1), (5, 5, 1, 6), (1, 1), (1, 1), 1, "cpu").forward == "tap_sum"
-  assert cpu_dispatch.conv_plan((4, 8, 8, 32), (1, 1, 32, 64), (2, 2), (1, 1), 1, "native").forward == "matmul"
+  assert cpu_dispatch.conv_plan((4, 8, 8, 32), (1, 1, 32, 64), (2, 2), (1, 1), 1, "cpu") == \
+      cpu_dispatch.ConvPlan("matmul", "matmul", "matmul")
+
+
+def test_native_pointwise_plan_takes_the_native_kernel_gradient():
+  """1x1 layers: matmul forward and input gradient; the kernel gradient on the native kernel (it
+  reads x and dy as stored, where the matmul's transposes recompute dy's elementwise chain) up to
+  1024 channels, the matmul's beyond and for grouped layers."""
+  plan = lambda cin, cout, groups=1: cpu_dispatch.conv_plan((4, 8, 8, cin), (1, 1, cin // groups, cout), (2, 2),
+                                                            (1, 1), groups, "native")
+  assert plan(32, 64) == cpu_dispatch.ConvPlan("matmul", "matmul", "native")
+  assert plan(256, 1024) == cpu_dispatch.ConvPlan("matmul", "matmul", "native")
+  assert plan(1024, 2048) == cpu_dispatch.ConvPlan("matmul", "matmul", "matmul")
+  assert plan(32, 64, groups=2) == cpu_dispatch.ConvPlan("matmul", "matmul", "matmul")
+  x, kernel = jnp.ones((4, 8, 8, 32)), jnp.ones((1, 1, 32, 64))
+  loss = lambda x_, k_: jnp.sum(conv2d(x_, k_, 2, 0, impl="native") ** 2)
+  hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, kernel).compile().as_text()
+  assert hlo.count('custom_call_target="research_conv_kernel_grad"') == 1
+  assert "convolution(" not in hlo
 
 
 def test_native_path_runs_no_xla_convolution():

@@ -176,6 +176,8 @@ def _native_grad(fn: Callable[..., jnp.ndarray], primal: jnp.ndarray, a: jnp.nda
 def _forward(x: jnp.ndarray, kernel: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
   """x [N, H, W, C_in], kernel [kh, kw, C_in/groups, C_out] -> [N, H', W', C_out]."""
   how = spec.plan.forward
+  if how == "matmul":
+    return _pointwise_conv(x, kernel, spec.strides, spec.pads, spec.groups)
   if how == "native":
     return _in_f32(cpu_dispatch.native_module().forward, x.dtype, x, kernel, spec.strides, spec.pads, spec.dilation)
   if how == "tap_sum":
@@ -193,7 +195,7 @@ def _input_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec: _Spe
     return _native_grad(cpu_dispatch.native_module().input_grad_stride1, x, dy, kernel, spec.pads, spec.dilation)
   if how == "col2im":
     return _col2im_input_grad(kernel, dy, x.shape, spec)
-  conv = _xla_conv if how == "xla" else _row_dilated_conv
+  conv = {"xla": _xla_conv, "row_dilated": _row_dilated_conv, "matmul": _forward}[how]
   return jax.linear_transpose(lambda x_: conv(x_, kernel, spec), x)(dy)[0]
 
 
@@ -283,7 +285,7 @@ def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, strides: Union[int, Sequence[int
   spec = _Spec(strides, pads, dilation, feature_group_count, plan)
   if plan.forward == "xla" and plan.kernel_grad == "xla":
     return _xla_conv(x, kernel, spec)
-  if plan.forward == "matmul":
+  if plan.forward == "matmul" and plan.kernel_grad == "matmul":
     return _pointwise_conv(x, kernel, strides, pads, feature_group_count)
   return _cpu_conv(x, kernel, spec)
 

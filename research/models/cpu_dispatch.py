@@ -40,7 +40,7 @@ import jax
 IMPL_ENV_VAR = "RESEARCH_CONV_IMPL"
 IMPLS = ("auto", "xla", "cpu", "native")
 # Bumped whenever a rule below changes: part of `decisions()`.
-RULES_VERSION = 2
+RULES_VERSION = 3
 
 # The implementations resolved so far in this process (each logged once).
 _resolved: set[str] = set()
@@ -153,6 +153,14 @@ _NATIVE_MAX_CHANNELS_WIDE, _NATIVE_MAX_CHANNELS_NARROW = 64, 32
 # Native kernel gradients up to this many channels in and out (3x3, batch 32: 128 ch at 28x28
 # 26 ms vs Eigen's 48, 256 at 14x14 26 vs 32, 512 at 7x7 51 vs 32).
 _NATIVE_MAX_KERNEL_GRAD_CHANNELS = 256
+# Native kernel gradients of 1x1 convolutions up to this many channels in and out (forward and
+# input gradient stay matmuls). The matmul's kernel gradient reads x and dy transposed
+# ([C, N*H*W]); XLA:CPU fuses the elementwise chain that made dy (BatchNorm's backward pass, the
+# residual) into that transpose and recomputes it there in transposed order: ResNet-50, batch 8 at
+# 224, spent 0.88 s of thread time a step in those transposes. The native kernel reads both as
+# stored (step 2.41 -> 2.03 s with 512 channels, 1.9 s with 1024); at 2048 channels (7x7) it is
+# slower than the matmul with its transpose.
+_NATIVE_MAX_POINTWISE_GRAD_CHANNELS = 1024
 # Scatter input gradients (native_cpu.input_grad) when strided or with fewer input channels than
 # this (ResNet-20's 16 -> 32 stride-2 layer 4.7 -> 2.1 ms, LeNet's 6-channel layer 1.1 -> 0.5 ms).
 _NATIVE_INPUT_GRAD_MIN_CHANNELS = 16
@@ -209,7 +217,8 @@ def conv_plan(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], strides: 
   if impl == "xla":
     plan = ConvPlan("xla", "xla", "xla")
   elif (kh, kw) == (1, 1):
-    plan = ConvPlan("matmul", "matmul", "matmul")
+    native_grad = impl == "native" and groups == 1 and max(cin, cout) <= _NATIVE_MAX_POINTWISE_GRAD_CHANNELS
+    plan = ConvPlan("matmul", "matmul", "native" if native_grad else "matmul")
   else:
     plan = _xla_only_plan(n, cin, cout, strides, groups)
     if impl == "native" and groups == 1:

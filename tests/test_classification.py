@@ -177,6 +177,24 @@ def test_fast_max_pool_gradient_goes_to_the_first_maximum():
     np.testing.assert_array_equal(fast(dy)[0], ref(dy)[0])
 
 
+@pytest.mark.parametrize("window,strides,padding", [((3, 3), (2, 2), ((1, 1), (1, 1))), ((3, 3), (1, 1), "SAME"),
+                                                    ((3, 3), (2, 2), "VALID"), ((2, 3), (1, 2), ((0, 1), (1, 0)))])
+def test_overlapping_max_pool_matches_flax_with_ties(window, strides, padding):
+  """Overlapping windows (ResNet's 3x3/2 stem pool) on CPU: values equal to flax's, each window's
+  gradient to its first maximum (select-and-scatter's rule); a pixel in several windows sums their
+  gradients in another order (f32 rounding)."""
+  import flax.linen as nn
+  from research.models import cpu_dispatch
+  from research.models.pooling import max_pool
+  assert cpu_dispatch.max_pool_taps(window, strides) == (jax.default_backend() == "cpu")
+  x = jnp.asarray(np.random.default_rng(0).integers(0, 3, (2, 9, 8, 4)), jnp.float32)  # many ties
+  y, fast = jax.vjp(lambda v: max_pool(v, window, strides, padding), x)
+  y_ref, ref = jax.vjp(lambda v: nn.max_pool(v, window, strides=strides, padding=padding), x)
+  np.testing.assert_array_equal(y, y_ref)
+  dy = jnp.asarray(np.random.default_rng(1).standard_normal(y.shape), jnp.float32)
+  np.testing.assert_allclose(fast(dy)[0], ref(dy)[0], rtol=1e-6, atol=1e-6)
+
+
 def test_lenet_pools_before_relu_with_the_same_values_and_gradients():
   """LeNet-5 (ReLU, max pooling) pools before its ReLU; the two orders agree exactly."""
   from research.models.classifiers.lenet import LeNet5

@@ -25,7 +25,7 @@ from research.core.registry import BACKBONES, MODELS
 from research.models.conv import Conv
 from research.models.norm import BatchNorm
 from research.models.initializers import kernel_initializers
-from research.models.pooling import sow_stage
+from research.models.pooling import max_pool, sow_stage
 
 Output = Union[jnp.ndarray, Dict[str, jnp.ndarray]]
 _INIT = "he_normal,lecun_normal"
@@ -136,7 +136,7 @@ class ResNet(nn.Module):
                name="conv1")(x)
     x = nn.relu(_norm(train, self.dtype, "bn1")(x))
     if not self.small_inputs:
-      x = sow_stage(self, "maxpool", nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1))))
+      x = sow_stage(self, "maxpool", max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1))))
     feats = {}
     block = _BLOCKS[self.block]
     dilation = 1

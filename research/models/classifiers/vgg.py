@@ -127,7 +127,7 @@ class AlexNet(nn.Module):
                        kernel_init=kernel_initializers(self.kernel_init)[0], dtype=self.dtype,
                        name=f"conv{i + 1}")(x))
       if pool:
-        x = sow_stage(self, f"pool{i + 1}", nn.max_pool(x, (3, 3), strides=(2, 2)))
+        x = sow_stage(self, f"pool{i + 1}", max_pool(x, (3, 3), (2, 2)))
     if 0 in x.shape[1:3]:
       raise ValueError(f"AlexNet needs images of at least 63x63 (torchvision's min_size), got {in_hw}")
     return _Classifier(self.num_classes, self.hidden, 6, self.dropout_rate, self.kernel_init, self.dtype, True,

@@ -256,7 +256,8 @@ def test_avx2_build_matches_xla():
       assert native_cpu.available(), native_cpu.unavailable_reason()
       rng = np.random.default_rng(0)
       worst = 0.0
-      for (n, h, c, k, size, stride) in ((2, 9, 6, 16, 5, 1), (3, 10, 20, 24, 3, 1), (2, 9, 16, 40, 3, 2)):
+      for (n, h, c, k, size, stride) in ((2, 9, 6, 16, 5, 1), (3, 10, 20, 24, 3, 1), (2, 9, 16, 40, 3, 2),
+                                         (2, 9, 24, 40, 1, 2)):  # 1x1: native kernel gradient
         x = jnp.asarray(rng.standard_normal((n, h, h, c)), jnp.float32)
         w = jnp.asarray(rng.standard_normal((size, size, c, k)), jnp.float32)
         def both(impl):

@@ -228,7 +228,14 @@ class Trainer:
   def evaluate(self, state: TrainState) -> Tuple[Dict[str, float], Dict[str, Any]]:
     """Metrics over the whole eval split, each example counted exactly once."""
     if not hasattr(self, "_eval_step"):
-      self._eval_step = jax.jit(self.task.eval_step, in_shardings=(self.rep, self.data_sharding))
+      # The running sums are added inside the step: one program, where adding them outside
+      # compiled one small program per leaf shape (0.1-0.2 s of LeNet-5's final evaluation).
+      def eval_step(state: TrainState, batch: PyTree, totals: PyTree) -> Tuple[PyTree, PyTree]:
+        sums, out = self.task.eval_step(state, batch)
+        return jax.tree_util.tree_map(jnp.add, totals, sums), out
+
+      self._eval_step = jax.jit(eval_step, in_shardings=(self.rep, self.data_sharding, self.rep),
+                                donate_argnums=(2,))
     if not hasattr(self, "_predict"):
       self._predict = jax.jit(self.task.predict, in_shardings=(self.rep, self.data_sharding))
     totals, pictures = None, {}
@@ -236,8 +243,10 @@ class Trainer:
     for i, batch in enumerate(pipeline.eval_batches(
         self.eval_source, self.task.preprocess_eval, self.eval_batch, self.config.dataset.num_workers)):
       device_batch = parallel.to_global(batch, self.mesh)
-      sums, out = self._eval_step(state, device_batch)
-      totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
+      if totals is None:
+        shapes = jax.eval_shape(self.task.eval_step, state, device_batch)[0]
+        totals = parallel.replicate(jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), shapes), self.mesh)
+      totals, out = self._eval_step(state, device_batch, totals)
       if out is not None:
         outputs.append(_fetch(out))
       if i == 0:

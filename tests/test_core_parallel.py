@@ -53,3 +53,29 @@ def test_batch_must_divide_over_devices():
   mesh = parallel.make_mesh()
   with pytest.raises(ValueError, match="does not divide over 8 devices"):
     parallel.local_batch_size(12, mesh)
+
+
+def test_run_once_options_give_the_values_of_an_unoptimized_compile(data_dir, monkeypatch):
+  """An init program compiled for compile time (research.core.compile_options) gives the values
+  of an LLVM-unoptimized compile to the bit and those of a plain jit to float32 rounding; an
+  option this jaxlib does not know is dropped (a warning for config.compiler_options)."""
+  from research.core import compile_options
+  config = small_config(data_dir, model="test_bn_dropout_cnn")
+  task = ClassificationTask(config, datasets.get_builder("digits", data_dir).info)
+  tx = build_optimizer(config.optimizer, 10)
+  mesh = parallel.make_mesh()
+  source = datasets.get_data_source("digits", "train", data_dir)
+  sample = parallel.to_global(next(pipeline.train_batches(source, task.preprocess_train, 16, seed=0)), mesh)
+  init = jax.jit(lambda r, b: task.create_state(task.init_variables(r, b), tx), out_shardings=parallel.replicated(mesh))
+  key = jax.random.PRNGKey(3)
+  run = lambda options: jax.device_get(init.lower(key, sample).compile(compiler_options=options)(key, sample))
+  options = compile_options.run_once_options()
+  assert options["xla_backend_optimization_level"] == 0
+  got, unoptimized, optimized = run(options), run({"xla_backend_optimization_level": 0}), run({})
+  jax.tree_util.tree_map(np.testing.assert_array_equal, got, unoptimized)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), got, optimized)
+  warnings = []
+  monkeypatch.setattr(compile_options.logging, "warning", lambda *args: warnings.append(args[0] % args[1:]))
+  kept = compile_options.known_options({"xla_no_such_switch_for_this_test": False, **options})
+  assert kept == options
+  assert len(warnings) == 1 and "xla_no_such_switch_for_this_test=False is unknown to this jaxlib" in warnings[0]

@@ -176,7 +176,7 @@ def main(argv):
     print("rounds ours ms/step: " + " ".join(f"{1000 * t:.1f}" for t in ours_rounds))
     if _TRACE_DIR.value:
       with jax.profiler.trace(_TRACE_DIR.value, create_perfetto_trace=True):
-        _time_steps(step, state, accum, same_batch(), _TRACE_STEPS.value, 0)
+        _, state, accum = _time_steps(step, state, accum, same_batch(), _TRACE_STEPS.value, 0)
       print(f"profile of {_TRACE_STEPS.value} steps written under {_TRACE_DIR.value}")
     flops = step_flops(trainer.lowered_train_step) or _FLOPS.value * 1e9 * batch
     if not flops:

@@ -21,7 +21,7 @@ from ml_collections import ConfigDict
 
 from research.core.errors import ConfigError
 
-OPEN_SECTIONS = ("model", "task")
+OPEN_SECTIONS = ("model", "task", "compiler_options")
 RESUME_CONFIG_CHANGE = ("error", "allow")
 
 
@@ -43,6 +43,9 @@ def default_config() -> ConfigDict:
   c.dtype = "float32"  # Compute dtype of the model (params stay float32): float32, bfloat16.
   # Persistent XLA compilation cache: 'auto' is WORKDIR/../.jax_cache; '' disables it.
   c.compilation_cache_dir = "auto"
+  # XLA compiler options for the train and evaluation programs (jax.jit's compiler_options), e.g.
+  # xla_cpu_use_fusion_emitters=False (research.core.compile_options); keys are XLA's names.
+  c.compiler_options = ConfigDict()
   # On resume, a config that changes what is computed (model, data, optimizer, ...) is an error;
   # 'allow' accepts it (the earlier config.json is kept in WORKDIR/config_history/).
   c.resume_config_change = "error"

@@ -34,6 +34,7 @@ from ml_collections import ConfigDict
 
 from research.core import parallel, preflight, train_stats, workdir as workdir_lib
 from research.core.checkpoint import Checkpointer, load_variables, merge_pretrained
+from research.core.compile_options import known_options, run_once_options
 from research.core.config import duration_steps, validate
 from research.core.errors import ConfigError, NonFiniteLossError
 from research.core.metrics import MetricWriter, eval_records
@@ -156,6 +157,7 @@ class Trainer:
     parallel.local_batch_size(self.eval_batch, self.mesh)
     self.tx = build_optimizer(config.optimizer, self.num_steps)
     self.schedule = jax.jit(build_schedule(config.optimizer, self.num_steps))  # one compile, not one per op
+    self.compiler_options = known_options(config.compiler_options.to_dict())  # train and eval programs
     self.rep = parallel.replicated(self.mesh)
     self.data_sharding = parallel.batch_sharded(self.mesh)
     self.sample = parallel.to_global(
@@ -163,8 +165,10 @@ class Trainer:
             train_source, lambda e: self.task.preprocess_train(e, np.random.default_rng(0)),
             self.local_batch), self.mesh)
     self.state, self.train_rng = self._init_state(int(config.seed))
-    metric_shapes = jax.eval_shape(  # the task's metrics and config.monitor's statistics
-        lambda s, b: train_stats.train_step(self.task, config.monitor, s, b, self.train_rng)[1], self.state, self.sample)
+    # The task's step with config.monitor's statistics, traced once: its metric names come from
+    # this trace, and the train step calls it from jit's trace cache instead of tracing it again.
+    self._task_step = jax.jit(lambda s, b, r: train_stats.train_step(self.task, config.monitor, s, b, r))
+    metric_shapes = jax.eval_shape(self._task_step, self.state, self.sample, self.train_rng)[1]
     self.zero_accum = {k: (np.zeros((), np.float32), np.zeros((), np.float32)) for k in metric_shapes}
     self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"),
                                      config.keep_checkpoints, config.async_checkpointing)
@@ -182,17 +186,17 @@ class Trainer:
   # --- state ---
   def _init_state(self, seed: int) -> Tuple[TrainState, jax.Array]:
     """(initial state, the key the train step folds its step number into), from the two halves of
-    PRNGKey(seed). Both run once, so on CPU they are compiled together without LLVM's
-    optimization passes: LeNet-5's init (its threefry bit generators) compiles in 0.8 s instead
-    of 3.3 s; the values agree with an optimized build to float32 rounding (the keys exactly)."""
+    PRNGKey(seed). Both run once, so they are compiled together for compile time
+    (research.core.compile_options): LeNet-5's init (its threefry bit generators) compiles in
+    0.3 s instead of 3.3 s; the values agree with an optimized build to float32 rounding (the
+    keys exactly)."""
     def init(seed: jax.Array, sample: PyTree) -> Tuple[TrainState, jax.Array]:
       init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
       return self.task.create_state(self.task.init_variables(init_rng, sample), self.tx), train_rng
 
-    options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
     seed = np.int32(seed)
-    compiled = jax.jit(init, out_shardings=self.rep).lower(seed, self.sample).compile(compiler_options=options)
-    return compiled(seed, self.sample)
+    lowered = jax.jit(init, out_shardings=self.rep).lower(seed, self.sample)
+    return lowered.compile(compiler_options=run_once_options())(seed, self.sample)
 
   def _apply_init_from(self, state: TrainState) -> TrainState:
     cfg = self.config.init_from
@@ -203,17 +207,17 @@ class Trainer:
     merged = parallel.replicate(merged, self.mesh)
     params = merged.pop("params")
     return jax.jit(lambda p, ms: self.task.create_state({"params": p, **ms}, self.tx),
-                   out_shardings=self.rep)(params, merged)
+                   out_shardings=self.rep, compiler_options=run_once_options())(params, merged)
 
   # --- steps ---
   def _compile_train_step(self, accum: PyTree):
     """The jitted step (state, accum, batch) -> (state, accum, gradients or None); the gradients
     only with config.monitor.grad_histograms (histograms at evaluations)."""
-    task, train_rng, monitor = self.task, self.train_rng, self.config.monitor
+    task_step, train_rng, monitor = self._task_step, self.train_rng, self.config.monitor
 
     def step(state: TrainState, accum: PyTree, batch: PyTree) -> Tuple[TrainState, PyTree, PyTree]:
       rng = jax.random.fold_in(train_rng, state.step)
-      state, metrics, grads = train_stats.train_step(task, monitor, state, batch, rng)
+      state, metrics, grads = task_step(state, batch, rng)
       accum = {k: (s + metrics[k].astype(jnp.float32), c + 1.0) for k, (s, c) in accum.items()}
       return state, accum, (grads if monitor.grad_histograms else None)
 
@@ -221,7 +225,7 @@ class Trainer:
                      out_shardings=(self.rep, self.rep, self.rep), donate_argnums=(0, 1))
     start = time.perf_counter()
     self.lowered_train_step = jitted.lower(self.state, accum, self.sample)
-    compiled = self.lowered_train_step.compile()
+    compiled = self.lowered_train_step.compile(compiler_options=self.compiler_options)
     self.compile_seconds = time.perf_counter() - start
     return compiled
 
@@ -235,9 +239,10 @@ class Trainer:
         return jax.tree_util.tree_map(jnp.add, totals, sums), out
 
       self._eval_step = jax.jit(eval_step, in_shardings=(self.rep, self.data_sharding, self.rep),
-                                donate_argnums=(2,))
+                                donate_argnums=(2,), compiler_options=self.compiler_options)
     if not hasattr(self, "_predict"):
-      self._predict = jax.jit(self.task.predict, in_shardings=(self.rep, self.data_sharding))
+      self._predict = jax.jit(self.task.predict, in_shardings=(self.rep, self.data_sharding),
+                              compiler_options=self.compiler_options)
     totals, pictures = None, {}
     outputs: List[PyTree] = []
     for i, batch in enumerate(pipeline.eval_batches(

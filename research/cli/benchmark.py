@@ -78,14 +78,19 @@ def step_flops(lowered) -> float:
   return float((cost or {}).get("flops", 0.0))
 
 
-def _time_steps(step, state, accum, batches, n: int, warmup: int):
-  for _ in range(warmup):
-    state, accum, _ = step(state, accum, next(batches))
-  jax.block_until_ready(state)
+def _time_steps(step, state, accum, batches, n: int, warmup: int, one_in_flight: bool):
+  """(seconds for n steps after `warmup` untimed ones, state, accum); `one_in_flight`: each step
+  waits for the one before (parallel.one_program_in_flight)."""
+  def run(state, accum, count: int):
+    for _ in range(count):
+      state, accum, _ = step(state, accum, next(batches))
+      if one_in_flight:
+        jax.block_until_ready(accum)
+    return jax.block_until_ready((state, accum))
+
+  state, accum = run(state, accum, warmup)
   start = time.perf_counter()
-  for _ in range(n):
-    state, accum, _ = step(state, accum, next(batches))
-  jax.block_until_ready(state)
+  state, accum = run(state, accum, n)
   return time.perf_counter() - start, state, accum
 
 
@@ -155,6 +160,7 @@ def main(argv):
       return
     accum = parallel.replicate(trainer.zero_accum, trainer.mesh)
     step = trainer._compile_train_step(accum)
+    one_in_flight = parallel.one_program_in_flight(trainer.mesh)
     print(f"compile: {trainer.compile_seconds:.2f} s")
     fixed = parallel.to_global(next(train_iter), trainer.mesh)
 
@@ -166,7 +172,7 @@ def main(argv):
     ours_rounds, torch_rounds, state = [], [], trainer.state
     for round_ in range(max(1, _ROUNDS.value)):
       seconds, state, accum = _time_steps(step, state, accum, same_batch(), _STEPS.value,
-                                          _WARMUP.value if round_ == 0 else 0)
+                                          _WARMUP.value if round_ == 0 else 0, one_in_flight)
       ours_rounds.append(seconds / _STEPS.value)
       if torch_step is not None:
         torch_rounds.append(torch_step(_STEPS.value))
@@ -176,7 +182,7 @@ def main(argv):
     print("rounds ours ms/step: " + " ".join(f"{1000 * t:.1f}" for t in ours_rounds))
     if _TRACE_DIR.value:
       with jax.profiler.trace(_TRACE_DIR.value, create_perfetto_trace=True):
-        _, state, accum = _time_steps(step, state, accum, same_batch(), _TRACE_STEPS.value, 0)
+        _, state, accum = _time_steps(step, state, accum, same_batch(), _TRACE_STEPS.value, 0, one_in_flight)
       print(f"profile of {_TRACE_STEPS.value} steps written under {_TRACE_DIR.value}")
     flops = step_flops(trainer.lowered_train_step) or _FLOPS.value * 1e9 * batch
     if not flops:
@@ -192,7 +198,7 @@ def main(argv):
       print(f"pytorch eager reference: {1000 * theirs:.2f} ms/step; ratio torch/ours = {theirs / ours:.2f}")
     if _PIPELINE.value:
       batches = parallel.prefetch_to_device(train_iter, trainer.mesh, config.dataset.prefetch_batches)
-      seconds, _, _ = _time_steps(step, state, accum, batches, _STEPS.value, _WARMUP.value)
+      seconds, _, _ = _time_steps(step, state, accum, batches, _STEPS.value, _WARMUP.value, one_in_flight)
       print(f"with input pipeline: {_STEPS.value / seconds:.2f} steps/s, "
             f"{_STEPS.value * batch / seconds:.0f} examples/s "
             f"({100 * ours * _STEPS.value / seconds:.0f}% of the step-only rate)")

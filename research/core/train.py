@@ -252,6 +252,8 @@ class Trainer:
         shapes = jax.eval_shape(self.task.eval_step, state, device_batch)[0]
         totals = parallel.replicate(jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), shapes), self.mesh)
       totals, out = self._eval_step(state, device_batch, totals)
+      if parallel.one_program_in_flight(self.mesh):
+        jax.block_until_ready(totals)
       if out is not None:
         outputs.append(_fetch(out))
       if i == 0:
@@ -378,9 +380,12 @@ class Trainer:
     result: Dict[str, Any] = {"step": start_step}
     last_log, last_time = start_step, time.perf_counter()
     every = lambda n, step: bool(n) and step % n == 0  # noqa: E731  (0: never)
+    one_in_flight = parallel.one_program_in_flight(self.mesh)
     with _StopRequest() as stop_request:
       for step in range(start_step + 1, self.num_steps + 1):
         self.state, accum, grads = train_step(self.state, accum, next(batches))
+        if one_in_flight:
+          jax.block_until_ready(accum)
         last = step == self.num_steps
         log_step = every(config.log_every_steps, step) or last
         checkpoint_step = every(config.checkpoint_every_steps, step) or last

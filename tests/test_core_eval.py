@@ -53,3 +53,25 @@ def test_eval_log_line_shows_the_least_nested_metrics():
   multitask = {"classification/accuracy": 0.9, "segmentation/mIoU": 0.8, "segmentation/iou/cat": 0.7}
   assert _summary_line(multitask) == "classification/accuracy 0.9000, segmentation/mIoU 0.8000"
   assert _summary_line({}) == ""
+
+
+def test_evaluation_programs_compiled_ahead_are_not_compiled_again(data_dir, tmp_path):
+  """What `_train` runs in a thread while training (Trainer._compile_eval_programs) leaves the
+  evaluation nothing to compile, and the evaluation's numbers are those of a cold one."""
+  config = small_config(data_dir, steps=3)
+  config.eval_batch_size = 64
+  cold = Trainer(config, str(tmp_path / "cold")).evaluate
+  warm_trainer = Trainer(config, str(tmp_path / "warm"))
+  state = warm_trainer.state
+  warm_trainer._compile_eval_programs(jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding, weak_type=x.weak_type), state))
+  compiles = []
+  listener = lambda event, duration, **kwargs: compiles.append(event) if event.endswith("backend_compile_duration") else None
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    warm_scalars, _ = warm_trainer.evaluate(state)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert compiles == []
+  cold_scalars, _ = cold(state)
+  assert warm_scalars == pytest.approx(cold_scalars, rel=1e-6)

@@ -79,3 +79,10 @@ def test_run_once_options_give_the_values_of_an_unoptimized_compile(data_dir, mo
   kept = compile_options.known_options({"xla_no_such_switch_for_this_test": False, **options})
   assert kept == options
   assert len(warnings) == 1 and "xla_no_such_switch_for_this_test=False is unknown to this jaxlib" in warnings[0]
+
+
+def test_one_program_in_flight_on_several_cpu_devices_only():
+  """The rule of research.core.parallel.one_program_in_flight: several CPU devices wait for each
+  step (XLA:CPU's blocking all-reduce), one device keeps steps in flight."""
+  assert parallel.one_program_in_flight(parallel.make_mesh())  # the tests' 8 simulated devices
+  assert not parallel.one_program_in_flight(parallel.make_mesh(jax.devices()[:1]))

@@ -40,7 +40,7 @@ import jax
 IMPL_ENV_VAR = "RESEARCH_CONV_IMPL"
 IMPLS = ("auto", "xla", "cpu", "native")
 # Bumped whenever a rule below changes: part of `decisions()`.
-RULES_VERSION = 4
+RULES_VERSION = 5
 
 # The implementations resolved so far in this process (each logged once).
 _resolved: set[str] = set()
@@ -148,9 +148,12 @@ _MAX_SPLIT_GROUPS = 8
 _KERNEL_GRAD_CHUNK = 16
 _MAX_KERNEL_GRAD_CHUNKS = 32
 # Native forward passes (and stride-1 input gradients, the forward kernel on dy) up to this many
-# channels in and out, for 16-float vectors (AVX-512) and narrower: beyond, Eigen's GEMM is faster
-# (AVX-512: 256 channels at 8x8, 27 ms vs 33; AVX2: 64 channels at 8x8, 9.0 ms vs 6.9).
-_NATIVE_MAX_CHANNELS_WIDE, _NATIVE_MAX_CHANNELS_NARROW = 64, 32
+# channels in and out, for 16-float vectors (AVX-512) and narrower: beyond, Eigen's GEMM is as fast
+# or faster. 3x3 forward, ms, native vs Eigen's (row-dilated), AMD EPYC Zen 4, 2 cores: AVX-512
+# build 128 channels at 16x16 (batch 128) 50.7 vs 55.4, at 28x28 (batch 8) 9.3 vs 9.8; 256 at 14x14
+# (batch 8) 9.5 vs 9.1, 512 at 7x7 12.7 vs 9.4; AVX2 build 32 at 16x16 3.4 vs 3.9, 64 at 8x8 4.4 vs
+# 3.4, 128 at 16x16 62 vs 52.
+_NATIVE_MAX_CHANNELS_WIDE, _NATIVE_MAX_CHANNELS_NARROW = 128, 32
 # Native kernel gradients up to this many channels in and out (3x3, batch 32: 128 ch at 28x28
 # 26 ms vs Eigen's 48, 256 at 14x14 26 vs 32, 512 at 7x7 51 vs 32).
 _NATIVE_MAX_KERNEL_GRAD_CHANNELS = 256

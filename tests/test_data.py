@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from research.data import datasets, pipeline
 
@@ -105,3 +106,54 @@ def test_auto_num_workers_only_for_sources_not_in_memory():
   assert pipeline.resolve_num_workers(3, on_disk) == 3
   assert pipeline.resolve_num_workers(-1, InMemorySource(on_disk)) == 0
   assert pipeline.resolve_num_workers(-1, on_disk) == len(os.sched_getaffinity(0))
+
+
+def test_philox_first_block_and_draws_equal_numpys_generators():
+  from research.data import philox
+  positions = np.array([0, 1, 2, 7, 1000, 2**40 + 3])
+  for seed in (0, 6):
+    rngs = pipeline.ExampleRngs(seed)
+    words = rngs.first_block(positions)
+    for j, position in enumerate(positions):
+      np.testing.assert_array_equal([w[j] for w in words], rngs(int(position)).bit_generator.random_raw(4))
+      rng = rngs(int(position))
+      draws = (rng.integers(0, 5), rng.integers(0, 9), rng.random())
+      assert philox.bounded(philox.low_half(words[0][j:j + 1]), 5)[0][0] == draws[0]
+      assert philox.bounded(philox.high_half(words[0][j:j + 1]), 9)[0][0] == draws[1]
+      assert philox.uniform(words[1][j:j + 1])[0] == draws[2]
+  value, rejected = philox.bounded(np.array([0, 1], np.uint64), 5)  # 0 * 5 mod 2**32 < (2**32 - 5) % 5
+  assert rejected.tolist() == [True, False]
+
+
+@pytest.mark.parametrize("augment", [("crop",), ("crop", "flip"), ("flip",)])
+def test_vectorized_classification_batches_equal_per_example_ones(data_dir, augment, monkeypatch):
+  """ClassificationTask.preprocess_train_batch (in-memory sources) gives the arrays of
+  preprocess_train example by example, bit for bit, on every process's rows and across epochs;
+  a batch with a rejected draw falls back to the per-example path."""
+  from research.data import philox
+  from research.tasks.classification import ClassificationTask
+  from tests.core_helpers import small_config
+  config = small_config(data_dir)
+  config.task.augment = augment
+  task = ClassificationTask(config, datasets.get_builder("digits", data_dir).info)
+  source = datasets.get_data_source("digits", "train", data_dir, cache_bytes=1 << 30)
+  stream = pipeline._EpochShuffled(source, 3)
+  for process in (0, 1):  # two processes' rows of a global batch of 200 (1,437 examples: 8 epochs)
+    per_example = pipeline._TrainBatches(stream, task.preprocess_train, 4, 200, 100, process)
+    batched = pipeline._TrainBatches(stream, task.preprocess_train, 4, 200, 100, process,
+                                     task.preprocess_train_batch)
+    for k in (0, 6, 7, 50):
+      a, b = per_example[k], batched[k]
+      assert sorted(a) == sorted(b)
+      for key in a:
+        assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, key
+        np.testing.assert_array_equal(a[key], b[key])
+  calls = []
+  monkeypatch.setattr(task, "preprocess_train", lambda e, rng: calls.append(1) or ClassificationTask.preprocess_train(task, e, rng))
+  monkeypatch.setattr(philox, "bounded", lambda half, n: (np.zeros(len(half), np.int64), np.ones(len(half), bool)))
+  fallback = pipeline._TrainBatches(stream, task.preprocess_train, 4, 200, 100, 0, task.preprocess_train_batch)[6]
+  plain = ClassificationTask(config, datasets.get_builder("digits", data_dir).info)
+  expected = pipeline._TrainBatches(stream, plain.preprocess_train, 4, 200, 100, 0)[6]
+  for key in expected:
+    np.testing.assert_array_equal(fallback[key], expected[key])
+  assert ("crop" in augment) == bool(calls)

@@ -144,7 +144,8 @@ def main(argv):
     batch = config.batch_size
     train_iter = pipeline.train_batches(trainer.train_source, trainer.task.preprocess_train,
                                         trainer.local_batch, config.seed,
-                                        num_workers=config.dataset.num_workers)
+                                        num_workers=config.dataset.num_workers,
+                                        preprocess_batch=trainer.task.preprocess_train_batch)
     print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}; model {config.model.name}; "
           f"global batch {batch}")
     if _INPUT_ONLY.value:

@@ -406,7 +406,8 @@ class Trainer:
     executor.shutdown(wait=False)
     batches = parallel.prefetch_to_device(
         pipeline.train_batches(self.train_source, self.task.preprocess_train, self.local_batch,
-                               config.seed, start_batch=start_step, num_workers=config.dataset.num_workers),
+                               config.seed, start_batch=start_step, num_workers=config.dataset.num_workers,
+                               preprocess_batch=self.task.preprocess_train_batch),
         self.mesh, config.dataset.prefetch_batches)
     result: Dict[str, Any] = {"step": start_step}
     last_log, last_time = start_step, time.perf_counter()

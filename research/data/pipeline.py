@@ -26,9 +26,15 @@ from absl import flags
 import jax
 import numpy as np
 
+from research.data import philox
+
 Example = Dict[str, Any]
 TrainPreprocess = Callable[[Example, np.random.Generator], Example]
 EvalPreprocess = Callable[[Example], Example]
+# (source, source indices int [b], stream positions int [b], the stream's `ExampleRngs`) -> the
+# batch that `TrainPreprocess` on each example with rngs(position) would give, stacked -- or None
+# where it cannot (the examples are then preprocessed one by one).
+BatchPreprocess = Callable[[Any, np.ndarray, np.ndarray, "ExampleRngs"], Optional[Example]]
 
 
 def resolve_num_workers(num_workers: int, source: Any) -> int:
@@ -83,8 +89,17 @@ class _EpochShuffled:
     epoch, j = divmod(int(i), self.n)
     return self.source[int(self._permutation(epoch)[j])]
 
+  def source_indices(self, positions: np.ndarray) -> np.ndarray:
+    """The source index of each stream position (int [b], ascending, spanning at most a few epochs)."""
+    epochs, offsets = np.divmod(positions, self.n)
+    out = np.empty_like(positions)
+    for epoch in np.unique(epochs):
+      where = epochs == epoch
+      out[where] = self._permutation(int(epoch))[offsets[where]]
+    return out
 
-class _ExampleRngs:
+
+class ExampleRngs:
   """The augmentation RNG of stream element i: numpy's Philox keyed by `seed`, counter
   [0, 0, 0, i] (the derivation Grain's `random_map` uses, so the draws are the same as with it).
   One generator per thread, whose state is reset from a template for each element: ~2 us, against
@@ -95,7 +110,7 @@ class _ExampleRngs:
     self._local = threading.local()
 
   def __reduce__(self):
-    return (_ExampleRngs, (self.seed,))
+    return (ExampleRngs, (self.seed,))
 
   def __call__(self, i: int) -> np.random.Generator:
     local = self._local
@@ -108,20 +123,28 @@ class _ExampleRngs:
     local.rng.bit_generator.state = local.state
     return local.rng
 
+  def first_block(self, positions: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The first 4 uint64 outputs of the RNG of each stream position (research.data.philox)."""
+    if not hasattr(self, "_key"):
+      self._key = philox.key_of(self.seed)
+    return philox.first_block(self._key, positions)
+
 
 class _TrainBatches:
   """Batch k of this process: rows [p * b, (p + 1) * b) of global batch k of the augmented stream.
 
   Global batch k holds stream elements [k * B, (k + 1) * B); process p loads rows
   [p * b, (p + 1) * b) of it (b = B / process_count). Every process count therefore sees the
-  same global batches, row for row, with the same per-example augmentation (`_ExampleRngs` of the
+  same global batches, row for row, with the same per-example augmentation (`ExampleRngs` of the
   element's stream position). One random-access element per batch, so Grain's bookkeeping is paid
   per batch, not per example (it cost ~60 us an example).
   """
 
   def __init__(self, stream: _EpochShuffled, preprocess: TrainPreprocess, seed: int,
-               global_batch: int, local_batch: int, process: int):
-    self.stream, self.preprocess, self.rngs = stream, preprocess, _ExampleRngs(seed)
+               global_batch: int, local_batch: int, process: int,
+               preprocess_batch: Optional[BatchPreprocess] = None):
+    self.stream, self.preprocess, self.rngs = stream, preprocess, ExampleRngs(seed)
+    self.preprocess_batch = preprocess_batch
     self.global_batch, self.local_batch, self.process = global_batch, local_batch, process
 
   def __len__(self) -> int:
@@ -129,12 +152,18 @@ class _TrainBatches:
 
   def __getitem__(self, k: int) -> Example:
     first = k * self.global_batch + self.process * self.local_batch
+    if self.preprocess_batch is not None:
+      positions = np.arange(first, first + self.local_batch, dtype=np.int64)
+      batch = self.preprocess_batch(self.stream.source, self.stream.source_indices(positions), positions, self.rngs)
+      if batch is not None:
+        return batch
     examples = [self.preprocess(self.stream[i], self.rngs(i)) for i in range(first, first + self.local_batch)]
     return {key: np.stack([np.asarray(e[key]) for e in examples]) for key in examples[0]}
 
 
 def train_batches(source: Any, preprocess: TrainPreprocess, local_batch_size: int, seed: int,
-                  start_batch: int = 0, num_workers: int = 0) -> Iterator[Example]:
+                  start_batch: int = 0, num_workers: int = 0,
+                  preprocess_batch: Optional[BatchPreprocess] = None) -> Iterator[Example]:
   """Infinite iterator of this process's training batches, starting at global batch `start_batch`.
 
   Args:
@@ -145,6 +174,8 @@ def train_batches(source: Any, preprocess: TrainPreprocess, local_batch_size: in
     seed: data-order and augmentation seed.
     start_batch: index of the first batch to yield (the train step to resume at).
     num_workers: Grain worker processes (0: preprocess in this process; -1: `resolve_num_workers`).
+    preprocess_batch: optional vectorized form of `preprocess` (same batches, bit for bit), tried
+      first for each batch (`BatchPreprocess`).
   Yields:
     dicts of numpy arrays with leading dimension `local_batch_size`.
   """
@@ -152,7 +183,8 @@ def train_batches(source: Any, preprocess: TrainPreprocess, local_batch_size: in
     raise ValueError("the training split is empty")
   num_workers = resolve_num_workers(num_workers, source)
   batches = _TrainBatches(_EpochShuffled(source, seed), preprocess, seed + 1,
-                          local_batch_size * jax.process_count(), local_batch_size, jax.process_index())
+                          local_batch_size * jax.process_count(), local_batch_size, jax.process_index(),
+                          preprocess_batch)
   return iter(_to_iter(grain.MapDataset.source(batches)[start_batch:], num_workers, _in_memory(source)))
 
 

@@ -145,6 +145,13 @@ class Task(abc.ABC):
   def preprocess_train(self, example: Dict[str, Any], rng: np.random.Generator) -> Dict[str, Any]:
     """One training example -> dict of fixed-shape numpy arrays (augmentation from `rng`)."""
 
+  def preprocess_train_batch(self, source: Any, indices: np.ndarray, positions: np.ndarray,
+                             rngs: Any) -> Optional[Dict[str, Any]]:
+    """Optional vectorized `preprocess_train` of a whole batch, the same arrays bit for bit
+    (research.data.pipeline.BatchPreprocess); None: one example at a time (the default)."""
+    del source, indices, positions, rngs
+    return None
+
   @abc.abstractmethod
   def preprocess_eval(self, example: Dict[str, Any]) -> Dict[str, Any]:
     """One evaluation example -> dict of fixed-shape numpy arrays (deterministic)."""

@@ -202,5 +202,10 @@ def test_show_tell_trains_on_shapes(data_dir, tmp_path):
   assert (tmp_path / "eval" / "step_40" / "captions.png").exists()
   from tests.core_helpers import predict_and_inspect
   record, inspected = predict_and_inspect(str(tmp_path), str(tmp_path / "look"))
-  assert record["beam_size"] == 3 and record["greedy"] and record["beam"]
+  # The beam ranks by summed log-probability (length_penalty 0), so on a noise image a 40-step model
+  # may rank `eos` first: an empty beam caption is a valid answer; every word must be the vocabulary's.
+  from research.inspection import predict
+  words = set(predict.Run.load(str(tmp_path)).task.vocab.tokens)
+  assert record["beam_size"] == 3 and record["greedy"] and isinstance(record["beam"], str)
+  assert set(f"{record['greedy']} {record['beam']}".split()) <= words, record
   assert inspected["activations"] and inspected["first_conv"]

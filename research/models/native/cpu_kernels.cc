@@ -71,6 +71,15 @@ inline Vec Load(const float* p) {
   return v;
 }
 
+// The mask selecting a vector's first `lanes` floats (0 < lanes < kLanes), for masked loads and stores.
+#if defined(__AVX512F__)
+inline __mmask16 LaneMask(int lanes) { return static_cast<__mmask16>((1u << lanes) - 1); }
+#elif defined(__AVX2__)
+inline __m256i LaneMask(int lanes) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+#endif
+
 // Stores the first `lanes` floats of v: a whole vector, else one masked store (a memcpy of a
 // run-time length is a library call per pixel: LeNet's 6-channel first layer spent most of its
 // forward pass there).
@@ -80,10 +89,9 @@ inline void Store(float* p, const Vec& v, int lanes) {
     return;
   }
 #if defined(__AVX512F__)
-  _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << lanes) - 1), reinterpret_cast<__m512>(v));
+  _mm512_mask_storeu_ps(p, LaneMask(lanes), reinterpret_cast<__m512>(v));
 #elif defined(__AVX2__)
-  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  _mm256_maskstore_ps(p, mask, reinterpret_cast<__m256>(v));
+  _mm256_maskstore_ps(p, LaneMask(lanes), reinterpret_cast<__m256>(v));
 #else
   for (int i = 0; i < lanes; ++i) p[i] = v[i];
 #endif
@@ -300,10 +308,9 @@ int64_t CopyTaskRows(const Geometry& g, const Tasks& t, const TaskRange& r, cons
 inline Vec LoadLanes(const float* p, int lanes) {
   if (lanes == kLanes) return Load(p);
 #if defined(__AVX512F__)
-  return reinterpret_cast<Vec>(_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << lanes) - 1), p));
+  return reinterpret_cast<Vec>(_mm512_maskz_loadu_ps(LaneMask(lanes), p));
 #elif defined(__AVX2__)
-  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  return reinterpret_cast<Vec>(_mm256_maskload_ps(p, mask));
+  return reinterpret_cast<Vec>(_mm256_maskload_ps(p, LaneMask(lanes)));
 #else
   Vec v = {};
   std::memcpy(&v, p, lanes * sizeof(float));

@@ -98,3 +98,18 @@ def test_skip_teardown_keeps_output_and_exit_code(tmp_path, code):
   assert (fast.returncode, normal.returncode) == (code, code)
   assert fast.stdout == "result line, unflushed", fast.stdout + fast.stderr
   assert normal.stdout == "result line, unflushedinterpreter teardown ran\n"
+
+
+def test_compiler_options_overrides_may_add_keys():
+  """`--config.compiler_options.KEY=V` adds XLA options the config file does not set (ml_collections
+  alone rejects new keys); other overrides go to absl unchanged."""
+  from research.cli.app import _take_free_section_overrides
+  rest, taken = _take_free_section_overrides(
+      ["prog", "--config=c.py", "--config.compiler_options.xla_a=false", "--config.batch_size=8",
+       "--config.compiler_options.xla_b", "3", "--config.compiler_options.xla_c=fast",
+       "--config.model.dropout_rate=0.1"])
+  assert rest == ["prog", "--config=c.py", "--config.batch_size=8", "--config.model.dropout_rate=0.1"]
+  assert taken == [("compiler_options", "xla_a", False), ("compiler_options", "xla_b", 3),
+                   ("compiler_options", "xla_c", "fast")]
+  with pytest.raises(ConfigError, match="needs a value"):
+    _take_free_section_overrides(["prog", "--config.compiler_options.xla_a"])

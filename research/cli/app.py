@@ -12,12 +12,13 @@ Exit status:
 """
 from __future__ import annotations
 
+import ast
 import difflib
 import errno
 import os
 import sys
 import traceback
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 from absl import app, flags
 
@@ -86,8 +87,62 @@ def _override_error(argv: Sequence[str], error: BaseException) -> Optional[Confi
   return None
 
 
+# Config sections whose keys are not known in advance (XLA's option names): `--config.SECTION.KEY=V`
+# may add a KEY the config file does not set, where ml_collections only overrides existing keys.
+FREE_SECTIONS = ("compiler_options",)
+
+
+def _override_value(text: str) -> Any:
+  """A command-line override's value: true/false (any case) as bools, Python literals as such,
+  anything else as the string."""
+  if text.lower() in ("true", "false"):
+    return text.lower() == "true"
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def _take_free_section_overrides(argv: List[str]) -> tuple[List[str], List[tuple[str, str, Any]]]:
+  """argv less its `--config.<free section>.KEY=V` (or `... V`) overrides, and those as
+  (section, KEY, value), in order."""
+  rest, taken = [], []
+  args = iter(argv)
+  for arg in args:
+    name, eq, text = arg.partition("=")
+    section, _, key = name[len("--config."):].partition(".") if name.startswith("--config.") else ("", "", "")
+    if section not in FREE_SECTIONS or not key or "." in key:
+      rest.append(arg)
+      continue
+    if not eq:
+      text = next(args, None)
+      if text is None:
+        raise ConfigError(f"{arg} needs a value: {arg}=VALUE")
+    taken.append((section, key, _override_value(text)))
+  return rest, taken
+
+
 def _parse_flags(argv: List[str]) -> List[str]:
-  """absl's flag parsing, with config-file and override problems as ConfigError."""
+  """absl's flag parsing, with config-file and override problems as ConfigError; the
+  FREE_SECTIONS' overrides are set after it."""
+  argv, free = _take_free_section_overrides(argv)
+  if free:  # ml_collections reads the overrides' names from sys.argv itself
+    sys.argv = _take_free_section_overrides(sys.argv)[0]
+  remaining = _parse_absl_flags(argv)
+  if free:
+    if "config" not in flags.FLAGS or flags.FLAGS.config is None:
+      raise ConfigError(f"--config.{free[0][0]}.{free[0][1]} needs --config")
+    config = flags.FLAGS.config
+    with config.unlocked():
+      for section, key, value in free:
+        if section not in config:
+          raise ConfigError(f"unknown config key {section!r} in --config.{section}.{key}: this config has "
+                            f"no {section} section")
+        config[section][key] = value
+  return remaining
+
+
+def _parse_absl_flags(argv: List[str]) -> List[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:

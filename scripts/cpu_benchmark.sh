@@ -9,7 +9,7 @@
 #   bash scripts/cpu_benchmark.sh [torch|zoo|all]     # default all; the table goes to stdout
 #
 # Ours and PyTorch's steps are timed in alternation in one process (benchmark.py --rounds, medians).
-# The header says the CPU, its vector instruction sets, the native kernel build
+# The header says the CPU, its vector instruction sets, PyTorch's kernel ISA, the native kernel build
 # ($RESEARCH_NATIVE_ISA), $RESEARCH_CONV_IMPL and the load average. Run it on a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +37,10 @@ isa=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx|avx2|avx512
 echo "CPU: ${cpu:-unknown} ($(nproc) cores); vector ISA: ${isa:-none listed}"
 echo "native build: RESEARCH_NATIVE_ISA=${RESEARCH_NATIVE_ISA:-native}; RESEARCH_CONV_IMPL=${RESEARCH_CONV_IMPL:-auto};" \
   "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [[ $WHAT == torch || $WHAT == all ]]; then
+  # PyTorch's kernels (AVX512, AVX2, ...): ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 give an AVX2-only CPU's.
+  echo "PyTorch CPU kernels: $("$PYTHON" -c 'import torch; print(torch.__version__, torch.backends.cpu.get_cpu_capability())' 2>/dev/null || echo 'torch not installed')"
+fi
 echo
 
 if [[ $WHAT == torch || $WHAT == all ]]; then

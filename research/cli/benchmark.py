@@ -110,6 +110,8 @@ def _torch_step(model_name: str, task, batch):
   except KeyError as e:
     print(f"pytorch reference: {e.args[0]}")
     return None
+  print(f"pytorch reference: torch {torch.__version__}, {torch.get_num_threads()} threads, CPU kernels "
+        f"{torch.backends.cpu.get_cpu_capability()} (ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA restrict them)")
   x = torch.tensor(images).permute(0, 3, 1, 2).contiguous()
   y = torch.tensor(labels).long()
   opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

@@ -143,6 +143,7 @@ def _parse_flags(argv: List[str]) -> List[str]:
 
 
 def _parse_absl_flags(argv: List[str]) -> List[str]:
+  """flags.FLAGS(argv), its errors as ConfigError where they are the config's or an override's."""
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:

@@ -14,7 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL=2 PYTHONUNBUFFERED=1
-PYTHON=${PYTHON:-python3}
+# The README's virtual environment when there is one (as the README's commands use), else python3.
+if [[ -x .venv/bin/python ]]; then PYTHON=${PYTHON:-.venv/bin/python}; else PYTHON=${PYTHON:-python3}; fi
 WHAT=${1:-all}
 IMAGENET=(--config.task.image_size=224 --config.task.num_classes=1000 --config.task.augment="('flip',)")
 

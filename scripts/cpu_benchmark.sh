@@ -11,6 +11,8 @@
 # Ours and PyTorch's steps are timed in alternation in one process (benchmark.py --rounds, medians).
 # The header says the CPU, its vector instruction sets, PyTorch's kernel ISA, the native kernel build
 # ($RESEARCH_NATIVE_ISA), $RESEARCH_CONV_IMPL and the load average. Run it on a quiet machine.
+# With RESEARCH_NATIVE_ISA=avx2 PyTorch is restricted to AVX2 as well (ATEN_CPU_CAPABILITY,
+# ONEDNN_MAX_CPU_ISA), as on an AVX2-only CPU; set them to compare against its AVX-512 kernels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL=2 PYTHONUNBUFFERED=1
@@ -39,7 +41,11 @@ echo "CPU: ${cpu:-unknown} ($(nproc) cores); vector ISA: ${isa:-none listed}"
 echo "native build: RESEARCH_NATIVE_ISA=${RESEARCH_NATIVE_ISA:-native}; RESEARCH_CONV_IMPL=${RESEARCH_CONV_IMPL:-auto};" \
   "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [[ $WHAT == torch || $WHAT == all ]]; then
-  # PyTorch's kernels (AVX512, AVX2, ...): ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 give an AVX2-only CPU's.
+  # PyTorch's kernels (AVX512, AVX2, ...). The AVX2 build stands in for an AVX2-only CPU, where
+  # PyTorch runs AVX2 kernels too: restrict them the same way unless the caller chose otherwise.
+  if [[ ${RESEARCH_NATIVE_ISA:-native} == avx2 ]]; then
+    export ATEN_CPU_CAPABILITY=${ATEN_CPU_CAPABILITY:-avx2} ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA:-AVX2}
+  fi
   echo "PyTorch CPU kernels: $("$PYTHON" -c 'import torch; print(torch.__version__, torch.backends.cpu.get_cpu_capability())' 2>/dev/null || echo 'torch not installed')"
 fi
 echo

@@ -10,7 +10,8 @@ Implementation families ("impl"):
           imported or traced;
   cpu     XLA-only rewrites of each convolution op that XLA:CPU runs faster (research.models.conv);
   native  the FFI kernels of research.models.native_cpu where the rules below pick them, the
-          "cpu" forms elsewhere; BatchNorm's per-channel sums on the native kernel (f32).
+          "cpu" forms elsewhere; BatchNorm's per-channel sums and the non-overlapping max pool
+          (forward and gradient) on native kernels (f32).
 Which one runs: the `impl` argument of a layer, else `forced_impl(...)` (a context manager, for code
 that needs a family while it traces, e.g. research.models.multitask), else $RESEARCH_CONV_IMPL
 (xla|cpu|native|auto), else "auto": "native" on the CPU backend when the kernels build, "cpu" when
@@ -40,7 +41,7 @@ import jax
 IMPL_ENV_VAR = "RESEARCH_CONV_IMPL"
 IMPLS = ("auto", "xla", "cpu", "native")
 # Bumped whenever a rule below changes: part of `decisions()`.
-RULES_VERSION = 5
+RULES_VERSION = 6
 
 # The implementations resolved so far in this process (each logged once).
 _resolved: set[str] = set()
@@ -111,8 +112,10 @@ def families(impl: str) -> dict[str, str]:
   return {"convolution": conv,
           "batch_norm": "native channel sums (f32), one-pass custom gradient" if impl == "native"
           else "jnp channel sums, one-pass custom gradient",
-          "pooling": "reshape for non-overlapping VALID windows (custom max gradient), else flax "
-                     "(on CPU, overlapping max windows with a strided-tap gradient)"}
+          "pooling": ("non-overlapping VALID windows: native max kernels (f32), else a reshape (custom max "
+                      "gradient); else flax" if impl == "native" else
+                      "reshape for non-overlapping VALID windows (custom max gradient), else flax")
+                     + " (on CPU, overlapping max windows with a strided-tap gradient)"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,6 +248,12 @@ def max_pool_taps(window: tuple[int, ...], strides: tuple[int, ...]) -> bool:
   select-and-scatter: on the CPU backend, where select-and-scatter pairs values with an iota of
   indices (ResNet's stem pool, batch 8 x 224: 124 -> 36 ms forward and backward)."""
   return jax.default_backend() == "cpu" and tuple(window) != tuple(strides)
+
+
+def max_pool_native(dtype: Any, impl: Optional[str] = None) -> bool:
+  """Whether a max pool that reshapes (`pool_reshape`) runs on the native kernels, forward and
+  gradient (the "native" family, f32)."""
+  return resolve_impl(impl) == "native" and dtype == jax.numpy.float32
 
 
 def batch_norm_native(dtype: Any, impl: Optional[str] = None) -> bool:

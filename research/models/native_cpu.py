@@ -1,5 +1,6 @@
 """Native CPU kernels (research/models/native/cpu_kernels.cc) called through the XLA FFI:
-convolutions and BatchNorm's per-channel sums.
+convolutions, BatchNorm's per-channel sums and the max pool over non-overlapping windows (forward
+and gradient).
 
 XLA:CPU computes a convolution's kernel gradient as an im2col GEMM over a transposed copy of the
 input, 2-4x slower than PyTorch's oneDNN on the small-channel layers of LeNet and CIFAR ResNets
@@ -20,7 +21,8 @@ Linux/macOS, a variant the CPU cannot run, or a JAX without the public API used 
 XLA-only CPU path.
 
 Functions here take the input already padded (the kernels compute a VALID convolution with strides
-and kernel dilation); shapes are NHWC for images and HWIO for kernels.
+and kernel dilation), and the max pool's input already cropped to whole windows; shapes are NHWC
+for images and HWIO for kernels.
 """
 from __future__ import annotations
 
@@ -57,7 +59,9 @@ SOURCE = Path(__file__).parent / "native" / "cpu_kernels.cc"
 _TARGETS = {"research_conv_forward": "ResearchConvForward",
             "research_conv_kernel_grad": "ResearchConvKernelGrad",
             "research_conv_input_grad": "ResearchConvInputGrad",
-            "research_channel_sums": "ResearchChannelSums"}
+            "research_channel_sums": "ResearchChannelSums",
+            "research_max_pool": "ResearchMaxPool",
+            "research_max_pool_grad": "ResearchMaxPoolGrad"}
 
 
 def scatter_fits(kernel_hw: tuple[int, int], channels: int, width_dilation: int) -> bool:
@@ -295,6 +299,41 @@ def _channel_sums_partition(mesh, arg_shapes, result_shape):
   return mesh, per_shard, NamedSharding(mesh, P()), (batch, batch)
 
 
+def _window_attributes(window: tuple[int, int]) -> dict[str, np.int64]:
+  return {"window_h": np.int64(window[0]), "window_w": np.int64(window[1])}
+
+
+def _max_pool_call(x: jnp.ndarray, window: tuple[int, int]) -> jnp.ndarray:
+  n, h, w, c = x.shape
+  out = jax.ShapeDtypeStruct((n, h // window[0], w // window[1], c), jnp.float32)
+  return jax.ffi.ffi_call("research_max_pool", out)(x, **_window_attributes(window))
+
+
+def _max_pool_grad_call(x: jnp.ndarray, y: jnp.ndarray, dy: jnp.ndarray,
+                        window: tuple[int, int]) -> tuple[jnp.ndarray, ...]:
+  out = (jax.ShapeDtypeStruct(y.shape, jnp.float32),) * (window[0] * window[1])
+  return tuple(jax.ffi.ffi_call("research_max_pool_grad", out)(x, y, dy, **_window_attributes(window)))
+
+
+def _max_pool_partition(window, mesh, arg_shapes, result_shape):
+  batch = NamedSharding(mesh, P(_batch_axes(arg_shapes)))
+  return mesh, lambda x: _max_pool_call(x, window), batch, (batch,)
+
+
+def _max_pool_grad_partition(window, mesh, arg_shapes, result_shape):
+  batch = NamedSharding(mesh, P(_batch_axes(arg_shapes)))
+  return (mesh, lambda x, y, dy: _max_pool_grad_call(x, y, dy, window),
+          _max_pool_grad_infer(window, mesh, arg_shapes, result_shape), (batch, batch, batch))
+
+
+def _max_pool_infer(window, mesh, arg_shapes, result_shape):
+  return NamedSharding(mesh, P(_batch_axes(arg_shapes)))
+
+
+def _max_pool_grad_infer(window, mesh, arg_shapes, result_shape):
+  return (NamedSharding(mesh, P(_batch_axes(arg_shapes))),) * (window[0] * window[1])
+
+
 def _replicated_result(mesh, arg_shapes, result_shape):
   return NamedSharding(mesh, P())
 
@@ -321,6 +360,21 @@ _kernel_grad_op.def_partition(partition=_kernel_grad_partition, infer_sharding_f
                               need_replication_factors=("h", "w", "c", "a", "b", "k", "i", "j"))
 
 
+_max_pool_op = custom_partitioning(_max_pool_call, static_argnums=(1,))
+_max_pool_op.def_partition(partition=_max_pool_partition, infer_sharding_from_operands=_max_pool_infer,
+                           sharding_rule="n h w c -> n a b c", need_replication_factors=("h", "w", "c", "a", "b"))
+
+
+@functools.lru_cache(maxsize=None)
+def _max_pool_grad_op(taps: int) -> Callable[..., tuple[jnp.ndarray, ...]]:
+  """The custom-partitioned gradient call for windows of `taps` pixels (one result each)."""
+  op = custom_partitioning(_max_pool_grad_call, static_argnums=(3,))
+  op.def_partition(partition=_max_pool_grad_partition, infer_sharding_from_operands=_max_pool_grad_infer,
+                   sharding_rule="n h w c, n a b c, n a b c -> " + ", ".join(["n a b c"] * taps),
+                   need_replication_factors=("h", "w", "c", "a", "b"))
+  return op
+
+
 def _missing_jax_api() -> Optional[str]:
   """What this module needs from JAX and this version lacks (None: nothing): the FFI, pcast, and
   an abstract value's varying manual axes (the result of an FFI call inside shard_map is marked
@@ -339,10 +393,16 @@ def _call(op: Callable[..., jnp.ndarray], call: Callable[..., jnp.ndarray], a: j
   """op(a, b, *static) (the custom-partitioned call), or inside shard_map -- where operands vary
   over manual mesh axes and there is nothing to partition -- the plain call, its result marked as
   varying over the operands' axes (an FFI call's result carries no such type)."""
-  axes = tuple(sorted(manual_axes.varying_axes(a) | manual_axes.varying_axes(b)))
+  return _call_operands(op, call, (a, b), static)
+
+
+def _call_operands(op: Callable[..., Any], call: Callable[..., Any], operands: tuple[jnp.ndarray, ...],
+                   static: tuple) -> Any:
+  """`_call` for any number of array operands (and an array or a tuple of arrays as the result)."""
+  axes = tuple(sorted(frozenset().union(*(manual_axes.varying_axes(a) for a in operands))))
   if not axes:
-    return op(a, b, *static)
-  return lax.pcast(call(a, b, *static), axes, to="varying")
+    return op(*operands, *static)
+  return jax.tree.map(lambda r: lax.pcast(r, axes, to="varying"), call(*operands, *static))
 
 
 def forward(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int], pads: Pads,
@@ -380,3 +440,17 @@ def channel_sums(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
   (the batch, axis 0, may be sharded: the sums are over the global batch)."""
   n, c = a.shape[0], a.shape[-1]
   return _call(_channel_sums_op, _channel_sums_call, a.reshape(n, -1, c), b.reshape(n, -1, c))
+
+
+def max_pool(x: jnp.ndarray, window: tuple[int, int]) -> jnp.ndarray:
+  """Max over non-overlapping windows: x [N, OH * wh, OW * ww, C] f32 (cropped to whole windows) ->
+  [N, OH, OW, C] f32, with lax.max's semantics (NaN if the window holds one; +0 over -0)."""
+  return _call_operands(_max_pool_op, _max_pool_call, (x,), (tuple(window),))
+
+
+def max_pool_grad(x: jnp.ndarray, y: jnp.ndarray, dy: jnp.ndarray, window: tuple[int, int]) -> tuple[jnp.ndarray, ...]:
+  """The gradient of `max_pool` from x, y = max_pool(x, window) and dy [N, OH, OW, C], by window tap:
+  wh * ww arrays [N, OH, OW, C], the (a * ww + b)-th dL/dx[:, a::wh, b::ww] -- each window's dy where
+  x at tap (a, b) is the window's first x == y in row-major order, else 0 (a NaN window gets none)."""
+  window = tuple(window)
+  return _call_operands(_max_pool_grad_op(window[0] * window[1]), _max_pool_grad_call, (x, y, dy), (window,))

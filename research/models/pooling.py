@@ -8,6 +8,15 @@ forward and backward 124 -> 36 ms). The reshape
 form's gradient is a custom_vjp that sends each window's gradient to its first maximum in
 row-major order, as select-and-scatter and torch do (autodiff of jnp.max would split it evenly
 among ties, in three passes instead of one: LeNet-5's step 7.1 -> 5.9 ms on 2 cores).
+Under the "native" family on CPU, f32 (cpu_dispatch.max_pool_native), that max pool and its
+gradient are research.models.native_cpu's kernels, one pass over x each (the reshape path's
+gradient makes one masked pass per window tap), with the same bits as the reshape path for inputs
+without NaNs. With NaNs they follow lax.max -- a window holding one pools to NaN and gets no
+gradient -- as jnp.max does on small arrays; XLA:CPU runs jnp.max on YNNPACK at LeNet's sizes,
+which skips NaNs. The gradient kernel returns `_window_max_bwd`'s piece for each window tap, and
+they are stacked into dx the same way, so XLA still sums the preceding convolution's bias gradient
+piece by piece (summing one assembled dx rounds differently: LeNet-5's default job then ended at
+another accuracy). LeNet-5's step: 5.8 -> 5.2 ms on 2 cores, the same parameters after 400 steps.
 `max_pool_ceil` is torch's ceil-mode max pool (GoogLeNet's pools), `adaptive_avg_pool` torch's
 AdaptiveAvgPool2d (the VGG/AlexNet classifiers' input).
 
@@ -24,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from research.models import cpu_dispatch
+from research.models import cpu_dispatch, manual_axes
 
 
 def sow_stage(module: nn.Module, name: str, y: jax.Array) -> jax.Array:
@@ -44,24 +53,55 @@ def _window_max_fwd(x: jax.Array):
   return y, (x, y)
 
 
+def _stack_taps(taps: Sequence[jax.Array], window: tuple[int, int]) -> jax.Array:
+  """The gradient pieces of a window's taps, [N, H', W', C] each in row-major order, as
+  [N, H', wh, W', ww, C]."""
+  wh, ww = window
+  rows = [jnp.stack(taps[a * ww:(a + 1) * ww], axis=3) for a in range(wh)]  # [N, H', W', ww, C] each
+  return jnp.stack(rows, axis=2)
+
+
 def _window_max_bwd(residuals, dy: jax.Array):
   """The gradient goes to the first maximum of each window in row-major order (torch's rule):
   one pass over x, where autodiff of jnp.max counts ties and divides (three)."""
   x, y = residuals
-  n, ho, wh, wo, ww, c = x.shape
+  wh, ww = x.shape[2], x.shape[4]
   taken = jnp.zeros(y.shape, bool)
-  rows = []
+  taps = []
   for a in range(wh):
-    row = []
     for b in range(ww):
       first = (x[:, :, a, :, b] == y) & ~taken
       taken = taken | first
-      row.append(jnp.where(first, dy, jnp.zeros((), dy.dtype)))
-    rows.append(jnp.stack(row, axis=3))  # [N, H', W', ww, C]: the window's columns in memory order
-  return (jnp.stack(rows, axis=2).reshape(n, ho, wh, wo, ww, c),)
+      taps.append(jnp.where(first, dy, jnp.zeros((), dy.dtype)))
+  return (_stack_taps(taps, (wh, ww)),)
 
 
 _window_max.defvjp(_window_max_fwd, _window_max_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _native_window_max(x: jax.Array, window: tuple[int, int]) -> jax.Array:
+  """`_window_max` on research.models.native_cpu's kernels: x [N, H' wh, W' ww, C] f32 (cropped to
+  whole windows) -> [N, H', W', C], the same values and gradient, bit for bit (without NaNs: see
+  the module docstring)."""
+  return cpu_dispatch.native_module().max_pool(x, window)
+
+
+def _native_window_max_fwd(x: jax.Array, window: tuple[int, int]):
+  y = _native_window_max(x, window)
+  return y, (x, y)
+
+
+def _native_window_max_bwd(window: tuple[int, int], residuals, dy: jax.Array):
+  """One native pass computes the taps' pieces of `_window_max_bwd`, stacked the same way: XLA then
+  sums the preceding convolution's bias gradient piece by piece as on the reshape path (a sum over
+  one assembled dx rounds differently, and LeNet-5's default job ended at another accuracy)."""
+  x, y = residuals
+  dx = _stack_taps(cpu_dispatch.native_module().max_pool_grad(x, y, dy, window), window).reshape(x.shape)
+  return (manual_axes.match_varying(dx, x),)
+
+
+_native_window_max.defvjp(_native_window_max_fwd, _native_window_max_bwd)
 
 
 Pads = tuple[tuple[int, int], ...]
@@ -121,13 +161,20 @@ PaddingLike = str | Sequence[tuple[int, int]]
 
 
 def _pool(x: jax.Array, window: Sequence[int], strides: Sequence[int] | None, padding: PaddingLike,
-          reduce: Callable[..., jax.Array], fallback: Callable[..., jax.Array]) -> jax.Array:
+          reduce: Callable[..., jax.Array], fallback: Callable[..., jax.Array],
+          native: Callable[..., jax.Array] | None = None) -> jax.Array:
+  """The pool: reshaped when cpu_dispatch.pool_reshape says so -- `native(x cropped to whole windows,
+  window)` where given and cpu_dispatch.max_pool_native holds, else `reduce` over the window axes --
+  otherwise `fallback` (flax's signature)."""
   strides = tuple(strides or window)
   wh, ww = window
   if cpu_dispatch.pool_reshape(window, strides, padding):
     n, h, w, c = x.shape
     ho, wo = h // wh, w // ww
-    return reduce(x[:, :ho * wh, :wo * ww].reshape(n, ho, wh, wo, ww, c), axis=(2, 4))
+    x = x[:, :ho * wh, :wo * ww]
+    if native is not None and x.size and cpu_dispatch.max_pool_native(x.dtype):
+      return native(x, (wh, ww))
+    return reduce(x.reshape(n, ho, wh, wo, ww, c), axis=(2, 4))
   return fallback(x, tuple(window), strides=strides, padding=padding)
 
 
@@ -144,7 +191,7 @@ def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int] | None 
              padding: PaddingLike = "VALID") -> jax.Array:
   """x [N, H, W, C] -> [N, H', W', C], as nn.max_pool(x, window, strides, padding) (padding: "VALID",
   "SAME" or ((top, bottom), (left, right)))."""
-  return _pool(x, window, strides, padding, lambda v, axis: _window_max(v), _max_pool_any)
+  return _pool(x, window, strides, padding, lambda v, axis: _window_max(v), _max_pool_any, _native_window_max)
 
 
 def avg_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int] | None = None,

@@ -1,5 +1,6 @@
-// Direct 2-D convolution kernels for XLA:CPU, called from JAX through the XLA FFI
-// (research/models/native_cpu.py builds this file on first use and registers the handlers).
+// Direct 2-D convolution kernels for XLA:CPU, with BatchNorm's channel sums and the non-overlapping
+// max pool, called from JAX through the XLA FFI (research/models/native_cpu.py builds this file on
+// first use and registers the handlers).
 //
 // Layouts: input NHWC, kernel HWIO [kh, kw, C, K], output NHWC; f32. Zero padding is given as
 // pad_top / pad_left (negative: cropped); the output's shape gives the rest.
@@ -10,8 +11,11 @@
 //                              kernel rows of kw * C floats, each rounded up to whole vectors, at
 //                              most ResearchMaxScatterFloats() in all)
 //   research_channel_sums      [2, C]: per-channel sum of a and of a * b, a, b [..., C] (BatchNorm)
+//   research_max_pool          y  [N, OH, OW, C]   from x [N, OH * wh, OW * ww, C] (windows = strides)
+//   research_max_pool_grad     wh * ww results [N, OH, OW, C]: the gradient's piece for each window
+//                              tap, from x, y and dy [N, OH, OW, C] (see "Max pooling" below)
 //
-// Both are register-blocked outer-product loops over vectors of kLanes floats (GCC vector
+// The convolutions are register-blocked outer-product loops over vectors of kLanes floats (GCC vector
 // extensions), with no im2col buffer. The vector width and the register blocks follow the
 // instruction set the build targets (native_cpu.py's RESEARCH_NATIVE_ISA): 16 floats and 32
 // registers with AVX-512, 8 floats and 16 registers with AVX/AVX2, 4 floats otherwise. (A 16-float
@@ -764,6 +768,142 @@ ffi::Error ChannelSums(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffe
   return ffi::Error::Success();
 }
 
+// ---------------------------------------------------------------------------------------------
+// Max pooling over non-overlapping windows (windows equal to strides, VALID; research.models.pooling):
+// x [N, OH * wh, OW * ww, C] (cropped to whole windows) -> y [N, OH, OW, C], and its gradient as one
+// result per window tap (a, b), row-major: wh * ww pieces [N, OH, OW, C], piece (a, b) holding dy
+// where x[n, oh * wh + a, ow * ww + b, c] is its window's first x == y in row-major order and zeros
+// elsewhere (a window whose maximum is NaN gets none). These are the pieces the reshape path's
+// gradient computes; research.models.pooling stacks them into dx the same way, so the program
+// after them -- the convolution bias gradients XLA sums piece by piece -- is unchanged, bit for bit.
+// A task is a block of output rows (image, output row). Each output pixel reads its wh * ww taps as
+// vectors of up to kLanes channels, masked when C is not a multiple of kLanes. (Loading a window
+// row of ww pixels as one vector and permuting its pixels into line made the forward pass of
+// LeNet's 6 channels 165 -> 100 us on one core, but its training step no faster.) Every output
+// element is computed by one task alone: results do not depend on the thread count.
+
+typedef int32_t IVec __attribute__((vector_size(kLanes * sizeof(float))));
+
+inline IVec Bits(const Vec& v) { return reinterpret_cast<IVec>(v); }
+inline Vec FromBits(const IVec& v) { return reinterpret_cast<Vec>(v); }
+
+// XLA's maximum (lax.max): NaN when either operand is NaN, +0 over -0. Commutative and
+// associative, so the order in which a window is reduced does not change the result.
+inline Vec Maximum(const Vec& a, const Vec& b) {
+  Vec m = a > b ? a : b;                          // b where equal or unordered
+  m = a == b ? FromBits(Bits(a) & Bits(b)) : m;  // equal: the same bits, or +0 & -0 = +0
+  return a != a ? a : m;                          // a NaN (b NaN: m is b)
+}
+
+struct PoolGeometry {
+  int64_t n, oh, ow, c;  // output [n, oh, ow, c]
+  int64_t wh, ww;        // window (= strides); input [n, oh * wh, ow * ww, c]
+  int64_t row;           // floats per input row: ow * ww * c
+};
+
+ffi::Error MakePoolGeometry(ffi::Span<const int64_t> x, ffi::Span<const int64_t> y, int64_t wh, int64_t ww,
+                            PoolGeometry* g) {
+  if (x.size() != 4 || y.size() != 4) return ffi::Error::InvalidArgument("max pool: expected rank-4 arrays");
+  if (wh < 1 || ww < 1) return ffi::Error::InvalidArgument("max pool: windows must be >= 1");
+  if (y[0] != x[0] || y[3] != x[3] || x[1] != y[1] * wh || x[2] != y[2] * ww)
+    return ffi::Error::InvalidArgument("max pool: input must be [N, OH * wh, OW * ww, C] for an output [N, OH, OW, C]");
+  *g = PoolGeometry{y[0], y[1], y[2], y[3], wh, ww, x[2] * x[3]};
+  return ffi::Error::Success();
+}
+
+// Output rows [begin, end) of the pool; output row r (image, row) reads input rows [r * wh, (r + 1) * wh).
+void MaxPoolRows(const PoolGeometry& g, const float* x, float* y, int64_t begin, int64_t end) {
+  for (int64_t r = begin; r < end; ++r) {
+    const float* in = x + r * g.wh * g.row;
+    float* out = y + r * g.ow * g.c;
+    for (int64_t ow = 0; ow < g.ow; ++ow) {
+      for (int64_t c0 = 0; c0 < g.c; c0 += kLanes) {
+        const int lanes = static_cast<int>(std::min<int64_t>(kLanes, g.c - c0));
+        const float* window = in + ow * g.ww * g.c + c0;
+        Vec m = LoadLanes(window, lanes);
+        for (int64_t a = 0; a < g.wh; ++a)
+          for (int64_t b = a == 0 ? 1 : 0; b < g.ww; ++b)
+            m = Maximum(m, LoadLanes(window + a * g.row + b * g.c, lanes));
+        Store(out + ow * g.c + c0, m, lanes);
+      }
+    }
+  }
+}
+
+// Gradient pieces of output rows [begin, end): taps[a * ww + b] [n, oh, ow, c].
+void MaxPoolGradRows(const PoolGeometry& g, const float* x, const float* y, const float* dy, float* const* taps,
+                     int64_t begin, int64_t end) {
+  for (int64_t r = begin; r < end; ++r) {
+    const float* in = x + r * g.wh * g.row;
+    for (int64_t ow = 0; ow < g.ow; ++ow) {
+      for (int64_t c0 = 0; c0 < g.c; c0 += kLanes) {
+        const int lanes = static_cast<int>(std::min<int64_t>(kLanes, g.c - c0));
+        const int64_t o = (r * g.ow + ow) * g.c + c0;
+        const Vec yv = LoadLanes(y + o, lanes), dv = LoadLanes(dy + o, lanes);
+        IVec taken = {};
+        for (int64_t a = 0; a < g.wh; ++a) {
+          for (int64_t b = 0; b < g.ww; ++b) {
+            const IVec first = (LoadLanes(in + a * g.row + (ow * g.ww + b) * g.c + c0, lanes) == yv) & ~taken;
+            taken |= first;
+            Store(taps[a * g.ww + b] + o, first ? dv : Vec{}, lanes);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Output floats per task.
+constexpr int64_t kPoolTaskFloats = 2048;
+
+// Runs body(first output row, end) over blocks of the n * oh output rows on the pool.
+template <typename Body>
+void ForPoolRows(ffi::ThreadPool& pool, const PoolGeometry& g, const Body& body) {
+  const int64_t rows = g.n * g.oh;
+  if (rows == 0 || g.ow == 0 || g.c == 0) return;
+  const int64_t block = std::max<int64_t>(1, kPoolTaskFloats / (g.ow * g.c));
+  ParallelFor(pool, CeilDiv(rows, block), MaxWorkers(pool), [&](int, int64_t task) {
+    body(task * block, std::min(rows, (task + 1) * block));
+  });
+}
+
+ffi::Error MaxPool(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y, int64_t window_h,
+                   int64_t window_w) {
+  PoolGeometry g;
+  if (ffi::Error error = MakePoolGeometry(x.dimensions(), y->dimensions(), window_h, window_w, &g); error.failure())
+    return error;
+  const float* input = x.typed_data();
+  float* output = y->typed_data();
+  ForPoolRows(pool, g, [&](int64_t begin, int64_t end) { MaxPoolRows(g, input, output, begin, end); });
+  return ffi::Error::Success();
+}
+
+ffi::Error MaxPoolGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> y,
+                       ffi::Buffer<ffi::F32> dy, ffi::RemainingRets taps, int64_t window_h, int64_t window_w) {
+  PoolGeometry g;
+  if (ffi::Error error = MakePoolGeometry(x.dimensions(), y.dimensions(), window_h, window_w, &g); error.failure())
+    return error;
+  const auto yd = y.dimensions(), dyd = dy.dimensions();
+  if (!std::equal(yd.begin(), yd.end(), dyd.begin(), dyd.end()) || static_cast<int64_t>(taps.size()) != g.wh * g.ww)
+    return ffi::Error::InvalidArgument("max pool gradient: dy must be shaped as y, with wh * ww results");
+  std::vector<float*> pieces;
+  for (size_t t = 0; t < taps.size(); ++t) {
+    ffi::ErrorOr<ffi::Result<ffi::Buffer<ffi::F32>>> piece = taps.get<ffi::Buffer<ffi::F32>>(t);
+    if (!piece.has_value()) return piece.error();
+    const auto pd = (*piece)->dimensions();
+    if (!std::equal(yd.begin(), yd.end(), pd.begin(), pd.end()))
+      return ffi::Error::InvalidArgument("max pool gradient: each result must be shaped as y");
+    pieces.push_back((*piece)->typed_data());
+  }
+  const float* input = x.typed_data();
+  const float* pooled = y.typed_data();
+  const float* grad = dy.typed_data();
+  ForPoolRows(pool, g, [&](int64_t begin, int64_t end) {
+    MaxPoolGradRows(g, input, pooled, grad, pieces.data(), begin, end);
+  });
+  return ffi::Error::Success();
+}
+
 // The convolution handlers' binding: the thread pool, two f32 operands, one f32 result, geometry.
 auto ConvBinding() {
   return ffi::Ffi::Bind()
@@ -787,6 +927,24 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchChannelSums, ChannelSums,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchMaxPool, MaxPool,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("window_h")
+                                  .Attr<int64_t>("window_w"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchMaxPoolGrad, MaxPoolGrad,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .RemainingRets()
+                                  .Attr<int64_t>("window_h")
+                                  .Attr<int64_t>("window_w"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchConvInputGrad, ConvInputGrad, ConvBinding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchConvForward, ConvForward, ConvBinding());

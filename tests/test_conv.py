@@ -61,6 +61,10 @@ CASES = {
     "3x3_groups2_batch_20": ((20, 5, 5, 16), (3, 3), 16, 1, 1, 1, 2),
     "gray_3x3_s2_rate2": ((2, 11, 10, 1), (3, 3), 20, 2, "SAME", 2, 1),
     "few_channels_5x3_s2_rate2_pads": ((2, 13, 12, 6), (5, 3), 20, (2, 1), ((2, 1), (-1, 3)), (1, 2), 1),
+    # Kernel gradients whose kernel rows merge into one register block (one channel vector, short
+    # rows): 7 rows of 7 taps, dilated rows, strided; and 2 channels x 3 taps to 16 channels.
+    "gray_7x7_s2_row_rate2": ((2, 23, 21, 1), (7, 7), 8, 2, 3, (2, 1), 1),
+    "two_channels_3x3_to_16": ((3, 9, 10, 2), (3, 3), 16, 1, 1, 1, 1),
 }
 
 

@@ -58,8 +58,8 @@ def test_native_max_pool_equals_the_reshape_path_bit_for_bit(shape, window, ties
 def test_native_path_is_taken_for_f32_only():
   x = jnp.zeros((2, 4, 4, 3), jnp.float32)
   hlo = jax.jit(jax.grad(lambda v: jnp.sum(max_pool(v, (2, 2))))).lower(x).as_text()
-  assert cpu_dispatch.max_pool_native(jnp.float32) and "research_max_pool_grad" in hlo
-  assert not cpu_dispatch.max_pool_native(jnp.bfloat16) and not cpu_dispatch.max_pool_native(jnp.float32, "cpu")
+  assert cpu_dispatch.native_f32(jnp.float32) and "research_max_pool_grad" in hlo
+  assert not cpu_dispatch.native_f32(jnp.bfloat16) and not cpu_dispatch.native_f32(jnp.float32, "cpu")
   y = max_pool(x.astype(jnp.bfloat16), (2, 2))  # the reshape path
   assert y.dtype == jnp.bfloat16 and y.shape == (2, 2, 2, 3)
 
@@ -126,7 +126,7 @@ def test_lenet5_gradients_equal_the_reshape_path_bit_for_bit(monkeypatch):
 
   assert grad().lower(params).as_text().count("research_max_pool_grad") == 2
   native = grad()(params)
-  monkeypatch.setattr(cpu_dispatch, "max_pool_native", lambda dtype, impl=None: False)
+  monkeypatch.setattr(cpu_dispatch, "native_f32", lambda dtype, impl=None: False)  # no BatchNorm here
   assert "research_max_pool" not in grad().lower(params).as_text()
   jax.tree.map(lambda a, e: np.testing.assert_array_equal(_bits(a), _bits(e)), native, grad()(params))
 

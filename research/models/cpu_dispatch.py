@@ -250,14 +250,10 @@ def max_pool_taps(window: tuple[int, ...], strides: tuple[int, ...]) -> bool:
   return jax.default_backend() == "cpu" and tuple(window) != tuple(strides)
 
 
-def max_pool_native(dtype: Any, impl: Optional[str] = None) -> bool:
-  """Whether a max pool that reshapes (`pool_reshape`) runs on the native kernels, forward and
-  gradient (the "native" family, f32)."""
-  return resolve_impl(impl) == "native" and dtype == jax.numpy.float32
-
-
-def batch_norm_native(dtype: Any, impl: Optional[str] = None) -> bool:
-  """Whether BatchNorm's per-channel sums run on the native kernel (the "native" family, f32)."""
+def native_f32(dtype: Any, impl: Optional[str] = None) -> bool:
+  """Whether the native kernels take a layer's non-convolution work for `dtype` under `impl`: the
+  "native" family and float32 (BatchNorm's per-channel sums; the non-overlapping max pool, forward
+  and gradient)."""
   return resolve_impl(impl) == "native" and dtype == jax.numpy.float32
 
 

@@ -113,7 +113,7 @@ class BatchNorm(nn.Module):
     if use_running_average:
       y = _normalize(x, ra_mean.value, lax.rsqrt(ra_var.value + self.epsilon) * scale, bias)
       return y.astype(dtype)
-    native = cpu_dispatch.batch_norm_native(x.dtype)
+    native = cpu_dispatch.native_f32(x.dtype)
     y, mean, var = batch_norm_train(x, scale.astype(jnp.float32), bias.astype(jnp.float32), self.epsilon, native)
     if not self.is_initializing():
       mean, var = lax.stop_gradient(mean), lax.stop_gradient(var)

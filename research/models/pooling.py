@@ -8,7 +8,7 @@ forward and backward 124 -> 36 ms). The reshape
 form's gradient is a custom_vjp that sends each window's gradient to its first maximum in
 row-major order, as select-and-scatter and torch do (autodiff of jnp.max would split it evenly
 among ties, in three passes instead of one: LeNet-5's step 7.1 -> 5.9 ms on 2 cores).
-Under the "native" family on CPU, f32 (cpu_dispatch.max_pool_native), that max pool and its
+Under the "native" family on CPU, f32 (cpu_dispatch.native_f32), that max pool and its
 gradient are research.models.native_cpu's kernels, one pass over x each (the reshape path's
 gradient makes one masked pass per window tap), with the same bits as the reshape path for inputs
 without NaNs. With NaNs they follow lax.max -- a window holding one pools to NaN and gets no
@@ -164,7 +164,7 @@ def _pool(x: jax.Array, window: Sequence[int], strides: Sequence[int] | None, pa
           reduce: Callable[..., jax.Array], fallback: Callable[..., jax.Array],
           native: Callable[..., jax.Array] | None = None) -> jax.Array:
   """The pool: reshaped when cpu_dispatch.pool_reshape says so -- `native(x cropped to whole windows,
-  window)` where given and cpu_dispatch.max_pool_native holds, else `reduce` over the window axes --
+  window)` where given and cpu_dispatch.native_f32 holds, else `reduce` over the window axes --
   otherwise `fallback` (flax's signature)."""
   strides = tuple(strides or window)
   wh, ww = window
@@ -172,7 +172,7 @@ def _pool(x: jax.Array, window: Sequence[int], strides: Sequence[int] | None, pa
     n, h, w, c = x.shape
     ho, wo = h // wh, w // ww
     x = x[:, :ho * wh, :wo * ww]
-    if native is not None and x.size and cpu_dispatch.max_pool_native(x.dtype):
+    if native is not None and x.size and cpu_dispatch.native_f32(x.dtype):
       return native(x, (wh, ww))
     return reduce(x.reshape(n, ho, wh, wo, ww, c), axis=(2, 4))
   return fallback(x, tuple(window), strides=strides, padding=padding)

@@ -241,6 +241,33 @@ def test_augment_on_device_equals_augmenting_on_the_host(augment, channels):
   assert batches[0].shape == (6, 28, 28, channels) and batches[0].std() > 0
 
 
+def test_jpeg_training_split_is_read_undecoded_through_named_records():
+  """The Trainer wraps every source in NamedRecords (errors that name the file); the task still
+  swaps the TFDS source's image decoder for SkipDecoding on the JPEG training split, so that
+  preprocess_train decodes by the crop (a regression: the wrapper hid the TFDS source, and every
+  image was decoded in full, ~20% more CPU an image), and leaves the other splits alone."""
+  import dataclasses
+  from types import SimpleNamespace
+  from research.config_sections import model_config, task_config
+  from research.core.records import NamedRecords
+  from research.tasks.classification import ClassificationTask
+
+  @dataclasses.dataclass
+  class FakeTfdsSource:  # the fields of tfds.data_source's result that wrap_source uses
+    decoders: object = None
+
+  config = default_config()
+  config.model = model_config("lenet5")
+  config.task = task_config("classification", num_classes=3, image_size=32, augment=("random_resized_crop",))
+  info = SimpleNamespace(features={"image": SimpleNamespace(encoding_format="jpeg")})
+  task = ClassificationTask(config, info)
+  train = task.wrap_source(NamedRecords(FakeTfdsSource(), "imagenet2012", "train"), "train")
+  assert isinstance(train, NamedRecords) and (train.dataset, train.split) == ("imagenet2012", "train")
+  assert type(train.source.decoders["image"]).__name__ == "SkipDecoding"
+  test = task.wrap_source(NamedRecords(FakeTfdsSource(), "imagenet2012", "test"), "test")
+  assert test.source.decoders is None
+
+
 @pytest.mark.parametrize("num_classes", [4, 12, 40])
 def test_confusion_picture(num_classes):
   """The matrix (<= 30 classes; colour = fraction of the true class) or the most-confused table."""

@@ -249,6 +249,12 @@ def test_crop_and_resize_of_jpeg_bytes_equals_decode_crop_resize(mode):
                        for c in range(crop.shape[-1])], -1)
   np.testing.assert_array_equal(pp.crop_and_resize(data, box, size), expected)
   np.testing.assert_array_equal(pp.crop_and_resize(decoded, box, size), expected)
+  opened = pp.open_encoded(data)  # the header parsed once for image_hw and the crop
+  assert pp.image_hw(opened) == (70, 90)
+  np.testing.assert_array_equal(pp.crop_and_resize(opened, box, size), expected)
+  # a grey JPEG of a 3-channel feature (ImageNet's few grey photos) is repeated, as TFDS decodes it
+  np.testing.assert_array_equal(pp.crop_and_resize(data, box, size, channels=3), np.repeat(expected, 3, -1)
+                                if mode == "L" else expected)
 
 
 def test_crop_and_resize_decodes_large_crops_at_reduced_size():

@@ -33,6 +33,10 @@ class NamedRecords:
   def __len__(self) -> int:
     return len(self.source)
 
+  def replace_source(self, source: Any) -> "NamedRecords":
+    """The same naming around another form of the source (e.g. one that skips decoding)."""
+    return NamedRecords(source, self.dataset, self.split)
+
   def __getitem__(self, index: int) -> Any:
     try:
       return self.source[index]

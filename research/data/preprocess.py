@@ -399,16 +399,29 @@ def adapt(dataset: str, example: Example) -> Example:
 def decode_image(data: bytes) -> np.ndarray:
   """Encoded image bytes -> uint8 [H, W, C] ([H, W, 1] for grey), the array TFDS's Image feature
   gives when it decodes with PIL."""
-  with Image.open(io.BytesIO(data)) as image:
-    array = np.asarray(image)
+  with open_encoded(data) as image:
+    return _pixels(image)
+
+
+def open_encoded(data: bytes) -> Image.Image:
+  """Encoded image bytes, opened: the header is read (size, format, mode), the pixels are decoded
+  when first used. Pass it to `image_hw` and `crop_and_resize` to parse the header once."""
+  return Image.open(io.BytesIO(data))
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+  """A PIL image -> uint8 [H, W, C] ([H, W, 1] for grey)."""
+  array = np.asarray(image)
   return array[..., None] if array.ndim == 2 else array
 
 
-def image_hw(image: Union[bytes, np.ndarray]) -> tuple[int, int]:
-  """(height, width) of encoded bytes (read from the header alone) or of an array [H, W, ...]."""
+def image_hw(image: Union[bytes, Image.Image, np.ndarray]) -> tuple[int, int]:
+  """(height, width) of encoded bytes or an opened image (read from the header alone) or of an
+  array [H, W, ...]."""
   if isinstance(image, bytes):
-    with Image.open(io.BytesIO(image)) as opened:
-      return opened.height, opened.width
+    image = open_encoded(image)
+  if isinstance(image, Image.Image):
+    return image.height, image.width
   return tuple(np.asarray(image).shape[:2])
 
 
@@ -426,34 +439,45 @@ def _resize_array(image: np.ndarray, height: int, width: int) -> np.ndarray:
                    for c in range(channels)], axis=-1)
 
 
-def crop_and_resize(image: Union[bytes, np.ndarray], box: tuple[int, int, int, int],
-                    size: tuple[int, int]) -> np.ndarray:
+def crop_and_resize(image: Union[bytes, Image.Image, np.ndarray], box: tuple[int, int, int, int],
+                    size: tuple[int, int], channels: int = 0) -> np.ndarray:
   """The crop box = (top, left, h, w) of an image, resized (bilinear) to size = (height, width).
 
-  image: uint8 [H, W, C], or its encoded bytes (decoded as `decode_image` does). Equals
-  resizing `decode_image(image)[top:top + h, left:left + w]`, except that a JPEG whose crop is at
-  least twice the output on both sides is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
-  scaling, PIL's `draft`: several times cheaper) and the crop resized from that reduced image.
+  image: uint8 [H, W, C], or its encoded bytes (decoded as `decode_image` does), or those bytes
+  opened by `open_encoded` (not yet decoded). Equals resizing
+  `decode_image(image)[top:top + h, left:left + w]`, except that a JPEG whose crop is at least
+  twice the output on both sides is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling,
+  PIL's `draft`: several times cheaper) and the crop resized from that reduced image.
+  channels: 0 keeps the image's; otherwise a grey image is repeated to `channels`, as TFDS's
+  decoder does for an image feature of that many channels (a grey JPEG among ImageNet's RGB ones).
   Returns uint8 [height, width, C].
   """
   top, left, h, w = box
-  out_h, out_w = size
   if isinstance(image, bytes):
-    opened = Image.open(io.BytesIO(image))
-    if opened.format == "JPEG" and opened.mode in ("RGB", "L"):
-      channels = 3 if opened.mode == "RGB" else 1
-      scale = next((s for s in (8, 4, 2) if h >= s * out_h and w >= s * out_w), 1)
-      if scale > 1:
-        full_h, full_w = opened.height, opened.width
-        opened.draft(opened.mode, (-(-full_w // scale), -(-full_h // scale)))
-        fy, fx = opened.height / full_h, opened.width / full_w
-        resized = opened.resize((out_w, out_h), Image.BILINEAR,
-                                box=(left * fx, top * fy, (left + w) * fx, (top + h) * fy))
-      else:
-        resized = opened.crop((left, top, left + w, top + h)).resize((out_w, out_h), Image.BILINEAR)
-      return np.asarray(resized).reshape(out_h, out_w, channels)
-    image = decode_image(image)
-  return _resize_array(np.asarray(image)[top:top + h, left:left + w], out_h, out_w)
+    image = open_encoded(image)
+  if isinstance(image, Image.Image) and image.format == "JPEG" and image.mode in ("RGB", "L"):
+    out = _crop_and_resize_jpeg(image, box, size)
+  else:
+    pixels = _pixels(image) if isinstance(image, Image.Image) else np.asarray(image)
+    out = _resize_array(pixels[top:top + h, left:left + w], *size)
+  return np.repeat(out, channels, -1) if channels > 1 and out.shape[-1] == 1 else out
+
+
+def _crop_and_resize_jpeg(opened: Image.Image, box: tuple[int, int, int, int],
+                          size: tuple[int, int]) -> np.ndarray:
+  """`crop_and_resize` of an opened RGB or grey JPEG: decoded at reduced scale where allowed."""
+  top, left, h, w = box
+  out_h, out_w = size
+  scale = next((s for s in (8, 4, 2) if h >= s * out_h and w >= s * out_w), 1)
+  if scale > 1:
+    full_h, full_w = opened.height, opened.width
+    opened.draft(opened.mode, (-(-full_w // scale), -(-full_h // scale)))
+    fy, fx = opened.height / full_h, opened.width / full_w
+    resized = opened.resize((out_w, out_h), Image.BILINEAR,
+                            box=(left * fx, top * fy, (left + w) * fx, (top + h) * fy))
+  else:
+    resized = opened.crop((left, top, left + w, top + h)).resize((out_w, out_h), Image.BILINEAR)
+  return np.asarray(resized).reshape(out_h, out_w, 3 if opened.mode == "RGB" else 1)
 
 
 class NormalizeTable:

@@ -31,6 +31,7 @@ import optax
 from ml_collections import ConfigDict
 
 from research.core.config import ConfigError
+from research.core.records import NamedRecords
 from research.core.registry import TASKS
 from research.data import philox, preprocess
 from research.evaluation import classification as cls_eval
@@ -157,14 +158,26 @@ class ClassificationTask(Task):
       self._normalize_table = preprocess.NormalizeTable(cfg.mean, cfg.std)
     return self._normalize_table(image)
 
+  def _image_feature(self) -> Any:
+    """The dataset's TFDS image feature (None if unknown)."""
+    features = getattr(self.dataset_info, "features", None)
+    key = self.host_cfg.image_key
+    return features[key] if features and key in features.keys() else None
+
+  def _feature_channels(self) -> int:
+    """The channel count of the dataset's image feature (0 if unknown): what TFDS's decoder makes
+    of a grey JPEG, which `preprocess_train` decodes itself from the undecoded training split."""
+    shape = getattr(self._image_feature(), "shape", None)
+    return int(shape[-1]) if shape and shape[-1] else 0
+
   def wrap_source(self, source: Any, split: str) -> Any:
     """The training split of a TFDS source whose images are JPEG is read undecoded (bytes), so
     that `preprocess_train` decodes only what its crop needs (`preprocess.crop_and_resize`);
-    other splits and sources are unchanged."""
+    other splits and sources are unchanged. A `NamedRecords` source is looked through."""
+    if isinstance(source, NamedRecords):
+      return source.replace_source(self.wrap_source(source.source, split))
     cfg = self.host_cfg
-    features = getattr(self.dataset_info, "features", None)
-    feature = features[cfg.image_key] if features and cfg.image_key in features.keys() else None
-    jpeg = getattr(feature, "encoding_format", None) == "jpeg"
+    jpeg = getattr(self._image_feature(), "encoding_format", None) == "jpeg"
     if (split == self.config.dataset.train_split and jpeg and dataclasses.is_dataclass(source)
         and getattr(source, "decoders", "none") is None):
       from tensorflow_datasets import decode  # pylint: disable=g-import-not-at-top
@@ -185,9 +198,11 @@ class ClassificationTask(Task):
       image = example[cfg.image_key]
       if cfg.channels or not isinstance(image, bytes):
         image = self._image(example, 0)
+      else:
+        image = preprocess.open_encoded(image)  # its header read once, for the box and the crop
       box = random_resized_crop_box(*preprocess.image_hw(image), rng, cfg.crop_scale, cfg.crop_ratio)
       size = int(cfg.image_size)
-      image = preprocess.crop_and_resize(image, box, (size, size))
+      image = preprocess.crop_and_resize(image, box, (size, size), self._feature_channels())
     else:
       image = self._image(example)
     out: Dict[str, Any] = {"label": np.int32(example[cfg.label_key])}

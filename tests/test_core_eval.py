@@ -75,3 +75,20 @@ def test_evaluation_programs_compiled_ahead_are_not_compiled_again(data_dir, tmp
   assert compiles == []
   cold_scalars, _ = cold(state)
   assert warm_scalars == pytest.approx(cold_scalars, rel=1e-6)
+
+
+def test_a_run_that_evaluates_once_compiles_its_evaluation_as_run_once(data_dir, tmp_path):
+  """Evaluated once at the end on a few batches (digits: 360 examples = 3 batches of 128), the
+  evaluation's programs are compiled as a program executed once; evaluated during training, or
+  on many batches, with the train step's options."""
+  from research.core.compile_options import run_once_options
+  config = small_config(data_dir, steps=8)
+  config.eval_batch_size = 128
+  config.eval_every_steps = 0
+  assert run_once_options() and Trainer(config, str(tmp_path / "once"))._eval_compiler_options() == run_once_options()
+  config.eval_every_steps = 4
+  during = Trainer(config, str(tmp_path / "during"))
+  assert during._eval_compiler_options() == during.compiler_options != run_once_options()
+  config.eval_every_steps, config.eval_batch_size = 0, 8  # 45 batches
+  many = Trainer(config, str(tmp_path / "many"))
+  assert many._eval_compiler_options() == many.compiler_options

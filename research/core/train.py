@@ -45,6 +45,9 @@ from research.core.state import TrainState, count_params
 from research.data import datasets, pipeline
 
 PyTree = Any
+# An evaluation of at most this many batches, run once at the end, is compiled as a program
+# executed once (Trainer._eval_compiler_options).
+_FEW_EVAL_BATCHES = 8
 
 
 def setup_compilation_cache(config: ConfigDict, workdir: str) -> Optional[str]:
@@ -239,11 +242,23 @@ class Trainer:
         sums, out = self.task.eval_step(state, batch)
         return jax.tree_util.tree_map(jnp.add, totals, sums), out
 
+      options = self._eval_compiler_options()
       self._eval_step = jax.jit(eval_step, in_shardings=(self.rep, self.data_sharding, self.rep),
-                                donate_argnums=(2,), compiler_options=self.compiler_options)
+                                donate_argnums=(2,), compiler_options=options)
       self._predict = jax.jit(self.task.predict, in_shardings=(self.rep, self.data_sharding),
-                              compiler_options=self.compiler_options)
+                              compiler_options=options)
     return self._eval_step, self._predict
+
+  def _eval_compiler_options(self) -> Dict[str, Any]:
+    """The train step's compiler options; or, for a run that evaluates once (at its end) an eval
+    split of at most _FEW_EVAL_BATCHES batches, those of a program executed once
+    (`run_once_options`): paid for by their compile, which runs beside the training steps.
+    LeNet-5 on digits (3 batches): 0.55 -> 0.2 CPU s of compile, the same metrics."""
+    every = self.config.eval_every_steps
+    batches = -(-len(self.eval_source) // self.eval_batch)
+    if (not every or every >= self.num_steps) and batches <= _FEW_EVAL_BATCHES:
+      return run_once_options()
+    return self.compiler_options
 
   def _totals_shapes(self, state: PyTree, batch: PyTree) -> PyTree:
     """ShapeDtypeStructs (replicated) of the eval step's running sums for `state` and a global

@@ -238,15 +238,16 @@ def _jpeg(height, width, mode="RGB"):
 @pytest.mark.parametrize("mode", ["RGB", "L"])
 def test_crop_and_resize_of_jpeg_bytes_equals_decode_crop_resize(mode):
   """Without draft (crop < 2x the output) the bytes path gives exactly the array path's pixels,
-  which are PIL's resize of the crop, per channel (as TFDS decodes: grey as [H, W, 1])."""
+  which are PIL's resize of the crop's width, then of its height, per channel (as TFDS decodes:
+  grey as [H, W, 1])."""
   from PIL import Image
   data = _jpeg(70, 90, mode)
   decoded = pp.decode_image(data)
   assert decoded.shape == (70, 90, 3 if mode == "RGB" else 1) and pp.image_hw(data) == (70, 90)
   box, size = (5, 11, 50, 63), (32, 40)
   crop = decoded[5:55, 11:74]
-  expected = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(crop[..., c])).resize((40, 32), Image.BILINEAR))
-                       for c in range(crop.shape[-1])], -1)
+  expected = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(crop[..., c])).resize((40, 50), Image.BILINEAR)
+                                  .resize((40, 32), Image.BILINEAR)) for c in range(crop.shape[-1])], -1)
   np.testing.assert_array_equal(pp.crop_and_resize(data, box, size), expected)
   np.testing.assert_array_equal(pp.crop_and_resize(decoded, box, size), expected)
   opened = pp.open_encoded(data)  # the header parsed once for image_hw and the crop
@@ -278,3 +279,30 @@ def test_normalize_table_equals_arithmetic():
   grey = pp.NormalizeTable((0.5,), (0.25,))(image[..., :1])
   grey_scale = (1.0 / (255.0 * np.asarray([0.25], np.float32))).astype(np.float32)
   np.testing.assert_array_equal(grey, image[..., :1] * grey_scale + np.float32(-2.0))
+
+
+@pytest.mark.parametrize("channels", [1, 3, 2])
+def test_native_resize_equals_pil_width_then_height(channels):
+  """research/data/native/resize.cc gives PIL's numbers to the bit (Image.resize of the width,
+  then of the height) for enlarging and reducing, strided crops of a larger image, and odd sizes;
+  one Image.resize call differs from it by at most 1 (Pillow 13 runs its passes in either order)."""
+  from PIL import Image
+  from research.data import native_resize
+  assert native_resize._native() is not None  # the library builds here: the test compares it
+  rng = np.random.default_rng(channels)
+  for _ in range(40):
+    in_h, in_w = (int(v) for v in rng.integers(1, 130, 2))
+    out_h, out_w = (int(v) for v in rng.integers(1, 110, 2))
+    full = rng.integers(0, 256, (in_h + 9, in_w + 5, channels), np.uint8)
+    top, left = int(rng.integers(0, 10)), int(rng.integers(0, 6))
+    crop = full[top:top + in_h, left:left + in_w]  # a strided view: read in place
+    native = native_resize.resize(crop, out_h, out_w)
+    np.testing.assert_array_equal(native, native_resize.resize(crop, out_h, out_w, native=False))
+    for c in range(channels):
+      plane = Image.fromarray(np.ascontiguousarray(crop[..., c]))
+      two_passes = plane.resize((out_w, in_h), Image.BILINEAR).resize((out_w, out_h), Image.BILINEAR)
+      np.testing.assert_array_equal(native[..., c], np.asarray(two_passes))
+      one_call = np.asarray(plane.resize((out_w, out_h), Image.BILINEAR)).astype(int)
+      assert np.abs(one_call - native[..., c]).max() <= 1
+  with pytest.raises(ValueError, match="uint8"):
+    native_resize.resize(np.zeros((4, 4, 3), np.float32), 2, 2)

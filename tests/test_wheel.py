@@ -42,7 +42,7 @@ def test_wheel_installs_and_trains_and_sweeps_from_an_empty_folder(tmp_path, dat
   wheel, = (tmp_path / "dist").glob("research-*.whl")
   names = set(zipfile.ZipFile(wheel).namelist())
   assert {"research/configs/lenet5_digits.py", "research/experiments/lenet5_digits_lr_seed.py",
-          "research/models/native/cpu_kernels.cc"} <= names
+          "research/models/native/cpu_kernels.cc", "research/data/native/resize.cc"} <= names
   assert len([n for n in names if n.startswith("research/configs/")]) == len(list((ROOT / "configs").glob("*.py")))
 
   venv.create(tmp_path / "venv", system_site_packages=True, with_pip=False, symlinks=True)

@@ -35,6 +35,8 @@ from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
+from research.data import native_resize
+
 Example = Dict[str, Any]
 
 
@@ -444,10 +446,11 @@ def crop_and_resize(image: Union[bytes, Image.Image, np.ndarray], box: tuple[int
   """The crop box = (top, left, h, w) of an image, resized (bilinear) to size = (height, width).
 
   image: uint8 [H, W, C], or its encoded bytes (decoded as `decode_image` does), or those bytes
-  opened by `open_encoded` (not yet decoded). Equals resizing
-  `decode_image(image)[top:top + h, left:left + w]`, except that a JPEG whose crop is at least
-  twice the output on both sides is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling,
-  PIL's `draft`: several times cheaper) and the crop resized from that reduced image.
+  opened by `open_encoded` (not yet decoded). Equals `native_resize.resize` (PIL's bilinear
+  resize of the width, then of the height) of `decode_image(image)[top:top + h, left:left + w]`,
+  except that a JPEG whose crop is at least twice the output on both sides is decoded at 1/2, 1/4
+  or 1/8 scale (libjpeg's DCT scaling, PIL's `draft`: several times cheaper) and the crop resized
+  from that reduced image by PIL.
   channels: 0 keeps the image's; otherwise a grey image is repeated to `channels`, as TFDS's
   decoder does for an image feature of that many channels (a grey JPEG among ImageNet's RGB ones).
   Returns uint8 [height, width, C].
@@ -455,28 +458,27 @@ def crop_and_resize(image: Union[bytes, Image.Image, np.ndarray], box: tuple[int
   top, left, h, w = box
   if isinstance(image, bytes):
     image = open_encoded(image)
-  if isinstance(image, Image.Image) and image.format == "JPEG" and image.mode in ("RGB", "L"):
-    out = _crop_and_resize_jpeg(image, box, size)
-  else:
+  out = _reduced_jpeg_crop(image, box, size) if isinstance(image, Image.Image) else None
+  if out is None:
     pixels = _pixels(image) if isinstance(image, Image.Image) else np.asarray(image)
-    out = _resize_array(pixels[top:top + h, left:left + w], *size)
+    out = native_resize.resize(pixels[top:top + h, left:left + w], *size)
   return np.repeat(out, channels, -1) if channels > 1 and out.shape[-1] == 1 else out
 
 
-def _crop_and_resize_jpeg(opened: Image.Image, box: tuple[int, int, int, int],
-                          size: tuple[int, int]) -> np.ndarray:
-  """`crop_and_resize` of an opened RGB or grey JPEG: decoded at reduced scale where allowed."""
+def _reduced_jpeg_crop(opened: Image.Image, box: tuple[int, int, int, int],
+                       size: tuple[int, int]) -> Optional[np.ndarray]:
+  """`crop_and_resize` of an opened RGB or grey JPEG decoded at 1/2, 1/4 or 1/8 scale, where the
+  crop is at least that many times the output on both sides; None where it is not (or the image
+  is not such a JPEG)."""
   top, left, h, w = box
   out_h, out_w = size
   scale = next((s for s in (8, 4, 2) if h >= s * out_h and w >= s * out_w), 1)
-  if scale > 1:
-    full_h, full_w = opened.height, opened.width
-    opened.draft(opened.mode, (-(-full_w // scale), -(-full_h // scale)))
-    fy, fx = opened.height / full_h, opened.width / full_w
-    resized = opened.resize((out_w, out_h), Image.BILINEAR,
-                            box=(left * fx, top * fy, (left + w) * fx, (top + h) * fy))
-  else:
-    resized = opened.crop((left, top, left + w, top + h)).resize((out_w, out_h), Image.BILINEAR)
+  if scale == 1 or opened.format != "JPEG" or opened.mode not in ("RGB", "L"):
+    return None
+  full_h, full_w = opened.height, opened.width
+  opened.draft(opened.mode, (-(-full_w // scale), -(-full_h // scale)))
+  fy, fx = opened.height / full_h, opened.width / full_w
+  resized = opened.resize((out_w, out_h), Image.BILINEAR, box=(left * fx, top * fy, (left + w) * fx, (top + h) * fy))
   return np.asarray(resized).reshape(out_h, out_w, 3 if opened.mode == "RGB" else 1)
 
 

@@ -108,31 +108,45 @@ def _isa_flags(variant: str) -> list[str]:
   return ["-march=native", "-mno-avx512f"] if variant == "avx2" else ["-march=native"]
 
 
-def _compile_command(output: Path) -> list[str]:
+def _compile_command(output: Path, source: Path = SOURCE) -> list[str]:
   compiler = shlex.split(os.environ.get("CXX", "c++"))
   return [*compiler, "-O3", *_isa_flags(isa()), "-std=c++17", "-shared", "-fPIC",
-          f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(output)]
+          f"-I{jax.ffi.include_dir()}", str(source), "-o", str(output)]
 
 
-def library_path() -> Path:
-  """Where the compiled library for this source, compiler, jaxlib and CPU lives (built or not)."""
+def library_path(source: Path = SOURCE) -> Path:
+  """Where the compiled library of `source` (default: the kernels) for this compiler, jaxlib and
+  CPU lives (built or not)."""
   cache = Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "research" / "native")
   key = hashlib.sha256()
-  key.update(SOURCE.read_bytes())
-  key.update(" ".join(_compile_command(Path("out.so"))).encode())
+  key.update(source.read_bytes())
+  key.update(" ".join(_compile_command(Path("out.so"), source)).encode())
   key.update(jaxlib.__version__.encode())
   key.update(_cpu_signature().encode())
-  return cache / f"cpu_kernels_{isa()}_{key.hexdigest()[:16]}.so"
+  return cache / f"{source.stem}_{isa()}_{key.hexdigest()[:16]}.so"
 
 
-def _build(path: Path) -> None:
-  """Compiles SOURCE to `path` (written to a temporary file, then renamed: safe under concurrency)."""
+def load_library(source: Path = SOURCE) -> ctypes.CDLL:
+  """`source` compiled (once per machine, compiler, jaxlib and CPU: cached by `library_path`) and
+  loaded. Raises OSError, RuntimeError or subprocess.SubprocessError when it cannot be."""
+  path = library_path(source)
+  if not path.exists():
+    logging.warning("building %s (native CPU code, once per machine, compiler and JAX version; the "
+                    "convolution kernels take 1-2 minutes on 2 cores) into %s", source.name, path.parent)
+    start = time.perf_counter()
+    _build(path, source)
+    logging.warning("%s built in %.0f s", source.name, time.perf_counter() - start)
+  return ctypes.cdll.LoadLibrary(str(path))
+
+
+def _build(path: Path, source: Path = SOURCE) -> None:
+  """Compiles `source` to `path` (written to a temporary file, then renamed: safe under concurrency)."""
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
   os.close(fd)
   try:
     # Its own process group, so that a timeout stops the compiler proper (cc1plus) too.
-    with subprocess.Popen(_compile_command(Path(tmp)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    with subprocess.Popen(_compile_command(Path(tmp), source), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           start_new_session=True) as compiler:
       try:
         _, stderr = compiler.communicate(timeout=_BUILD_TIMEOUT_S)
@@ -140,7 +154,7 @@ def _build(path: Path) -> None:
         os.killpg(compiler.pid, signal.SIGKILL)
         raise
     if compiler.returncode != 0:
-      raise RuntimeError(f"compiling {SOURCE.name} failed:\n{stderr[-2000:]}")
+      raise RuntimeError(f"compiling {source.name} failed:\n{stderr[-2000:]}")
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
@@ -156,14 +170,7 @@ def _library() -> tuple[Optional[ctypes.CDLL], Optional[str]]:
   if missing:
     return None, f"jax {jax.__version__} does not expose {missing}"
   try:
-    path = library_path()
-    if not path.exists():
-      logging.warning("building the native CPU kernels (%s, once per machine, compiler and JAX version; "
-                      "usually 1-2 minutes on 2 cores) into %s", SOURCE.name, path.parent)
-      start = time.perf_counter()
-      _build(path)
-      logging.warning("native CPU kernels built in %.0f s", time.perf_counter() - start)
-    library = ctypes.cdll.LoadLibrary(str(path))
+    library = load_library(SOURCE)
     for target, symbol in _TARGETS.items():
       jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
   except (OSError, RuntimeError, ValueError, subprocess.SubprocessError, AttributeError) as error:

@@ -9,8 +9,8 @@
 // the vertical pass reads, as in PIL; integer sums, so the order of the additions does not matter
 // and the result equals PIL's to the bit. The vertical pass adds whole rows (vectorized by the
 // compiler); the horizontal pass gathers, tap by tap, each output pixel's input pixel into one row
-// and adds that row times its coefficients the same way (RGB), or keeps one pixel's channels in
-// registers (other channel counts, rows narrower than the taps).
+// and adds that row times its coefficients the same way (RGB and grey), or computes one output
+// value at a time (other channel counts, rows narrower than the taps).
 //
 // Plain C calls (ctypes), no threads: the caller runs one image per call.
 
@@ -65,44 +65,6 @@ inline uint8_t Clip8(int32_t sum) {
   return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
 }
 
-// rows [0, rows) of src (row stride src_stride bytes, C channels) -> dst [rows, out_w, C]; one
-// output pixel's channels in registers, its tap count (2 when enlarging, about 2 in / out + 1 when
-// reducing) a compile-time constant for the common ones.
-template <int C, int N>
-inline void HorizontalPixel(const uint8_t* p, const int32_t* k, uint8_t* out) {
-  int32_t sum[C];
-  for (int c = 0; c < C; ++c) sum[c] = kHalf;
-  for (int t = 0; t < N; ++t)
-    for (int c = 0; c < C; ++c) sum[c] += static_cast<int32_t>(p[t * C + c]) * k[t];
-  for (int c = 0; c < C; ++c) out[c] = Clip8(sum[c]);
-}
-
-template <int C>
-void Horizontal(const uint8_t* src, int64_t src_stride, int rows, int out_w, const int32_t* bounds,
-                const int32_t* coeffs, int ksize, uint8_t* dst) {
-  for (int y = 0; y < rows; ++y) {
-    const uint8_t* row = src + y * src_stride;
-    uint8_t* out = dst + static_cast<int64_t>(y) * out_w * C;
-    for (int i = 0; i < out_w; ++i) {
-      const uint8_t* p = row + static_cast<int64_t>(bounds[2 * i]) * C;
-      const int32_t* k = coeffs + static_cast<int64_t>(i) * ksize;
-      switch (bounds[2 * i + 1]) {
-        case 2: HorizontalPixel<C, 2>(p, k, out + i * C); break;
-        case 3: HorizontalPixel<C, 3>(p, k, out + i * C); break;
-        case 4: HorizontalPixel<C, 4>(p, k, out + i * C); break;
-        case 5: HorizontalPixel<C, 5>(p, k, out + i * C); break;
-        default: {
-          int32_t sum[C];
-          for (int c = 0; c < C; ++c) sum[c] = kHalf;
-          for (int t = 0; t < bounds[2 * i + 1]; ++t)
-            for (int c = 0; c < C; ++c) sum[c] += static_cast<int32_t>(p[t * C + c]) * k[t];
-          for (int c = 0; c < C; ++c) out[i * C + c] = Clip8(sum[c]);
-        }
-      }
-    }
-  }
-}
-
 // gathered[i * C + c] = row[(lo[i] + t) * C + c] for i < out_w: for C = 3, one 4-byte copy per
 // pixel (its 4th byte overwritten by the next pixel's copy), where the row has that byte.
 template <int C>
@@ -117,15 +79,14 @@ inline void Gather(const uint8_t* row, const int32_t* lo, int t, int in_w, int o
   }
 }
 
-// The same, for in_w >= the most taps K of any output pixel: per tap t, the pixels lo[i] + t of
-// every output pixel i gathered into one row (byte copies), then that row times its coefficients
-// added to the sums in whole-row vector operations; coefficients zero-padded to K, and lo[i] moved
-// left where lo[i] + K would pass the row's end (its coefficients moved right with it).
+// rows [0, rows) of src (row stride src_stride bytes, C channels) -> dst [rows, out_w, C], for
+// in_w >= taps, the most taps of any output pixel: per tap t, the pixels lo[i] + t of every output
+// pixel i gathered into one row (byte copies), then that row times its coefficients added to the
+// sums in whole-row vector operations; coefficients zero-padded to `taps`, and lo[i] moved left
+// where lo[i] + taps would pass the row's end (its coefficients moved right with it).
 template <int C>
-void HorizontalGathered(const uint8_t* src, int64_t src_stride, int rows, int in_w, int out_w,
+void HorizontalGathered(const uint8_t* src, int64_t src_stride, int rows, int in_w, int out_w, int taps,
                         const int32_t* bounds, const int32_t* coeffs, int ksize, uint8_t* dst) {
-  int taps = 0;
-  for (int i = 0; i < out_w; ++i) taps = std::max(taps, bounds[2 * i + 1]);
   const int64_t len = static_cast<int64_t>(out_w) * C;
   std::vector<int32_t> lo(out_w), k(static_cast<size_t>(taps) * len, 0), acc(len);
   std::vector<uint8_t> gathered(len + 4);  // + 4: Gather's 4-byte stores
@@ -148,6 +109,7 @@ void HorizontalGathered(const uint8_t* src, int64_t src_stride, int rows, int in
   }
 }
 
+// The same for any channel count and row width, one output value at a time.
 void HorizontalAnyC(const uint8_t* src, int64_t src_stride, int rows, int out_w, int channels,
                     const int32_t* bounds, const int32_t* coeffs, int ksize, uint8_t* dst) {
   for (int y = 0; y < rows; ++y) {
@@ -203,14 +165,13 @@ extern "C" int ResearchResizeBilinearU8(const uint8_t* src, int64_t in_h, int64_
     tmp.resize(static_cast<size_t>(last - first) * out_w * channels);
     const uint8_t* from = src + first * src_stride;
     const int rows_h = last - first, ow = static_cast<int>(out_w);
-    int most_taps = 0;
-    for (int i = 0; i < ow; ++i) most_taps = std::max(most_taps, hb[2 * i + 1]);
-    if (channels == 3 && in_w >= most_taps) {
-      HorizontalGathered<3>(from, src_stride, rows_h, static_cast<int>(in_w), ow, hb.data(), hk.data(), hksize, tmp.data());
-    } else if (channels == 3) {
-      Horizontal<3>(from, src_stride, rows_h, ow, hb.data(), hk.data(), hksize, tmp.data());
-    } else if (channels == 1) {
-      Horizontal<1>(from, src_stride, rows_h, ow, hb.data(), hk.data(), hksize, tmp.data());
+    int taps = 0;
+    for (int i = 0; i < ow; ++i) taps = std::max(taps, hb[2 * i + 1]);
+    const int iw = static_cast<int>(in_w);
+    if (channels == 3 && iw >= taps) {
+      HorizontalGathered<3>(from, src_stride, rows_h, iw, ow, taps, hb.data(), hk.data(), hksize, tmp.data());
+    } else if (channels == 1 && iw >= taps) {
+      HorizontalGathered<1>(from, src_stride, rows_h, iw, ow, taps, hb.data(), hk.data(), hksize, tmp.data());
     } else {
       HorizontalAnyC(from, src_stride, rows_h, ow, channels, hb.data(), hk.data(), hksize, tmp.data());
     }

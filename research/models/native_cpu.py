@@ -15,7 +15,8 @@ loads it without compiling. The instruction set it targets is `$RESEARCH_NATIVE_
   avx2     -march=native -mno-avx512f: the AVX2 build on an AVX-512 x86 machine (8-float vectors,
            16 registers), to test and time what AVX2-only CPUs run;
   avx512   -march=native, refused on a CPU without AVX-512F.
-Each variant is cached under its own name. If the kernels cannot be built (no compiler, not
+Each variant is cached under its own name. `load_library(source)` builds and caches any other C++
+source the same way (research/data/native/resize.cc, the training crops' resize). If the kernels cannot be built (no compiler, not
 Linux/macOS, a variant the CPU cannot run, or a JAX without the public API used here)
 `available()` is False, one warning says why, and research.models.cpu_dispatch keeps to the
 XLA-only CPU path.

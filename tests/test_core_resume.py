@@ -109,3 +109,24 @@ def test_sigterm_saves_and_resume_equals_uninterrupted(data_dir, tmp_path, unint
 def test_finished_run_returns_stored_results(data_dir, uninterrupted):
   workdir, result = uninterrupted
   assert train_and_evaluate(_config(data_dir), workdir) == result
+
+
+def test_checkpoints_keep_each_metric_sum_and_count(uninterrupted):
+  """The step keeps the train metrics as two vectors (research.core.metrics.TrainSums); a
+  checkpoint holds them per metric, {name: (sum, count)}: at step 56 (last log at 54), 2 steps."""
+  import orbax.checkpoint as ocp
+  from research.core.metrics import TrainSums
+  workdir, _ = uninterrupted
+  tree = ocp.PyTreeCheckpointer().restore(os.path.join(workdir, "checkpoints", "56", "state"))
+  accum = {k: tuple(np.asarray(x) for x in v) for k, v in tree["accum"].items()}
+  assert "loss" in accum and "weight_norm/conv1" in accum
+  assert all(count == 2.0 for _, count in accum.values())
+  sums = TrainSums(sorted(accum))
+  vectors = sums.from_tree(accum)
+  assert [v.shape for v in vectors] == [(len(accum),)] * 2
+  assert {k: tuple(map(float, v)) for k, v in sums.to_tree(vectors).items()} == {
+      k: tuple(map(float, v)) for k, v in accum.items()}
+  assert sums.means(vectors)["loss"] == pytest.approx(float(accum["loss"][0]) / 2)
+  added = jax.jit(sums.add)(vectors, {k: np.float32(1.0) for k in sums.names})
+  np.testing.assert_allclose(added[0], vectors[0] + 1.0)
+  np.testing.assert_array_equal(added[1], np.full(len(accum), 3.0, np.float32))

@@ -175,6 +175,37 @@ def test_in_step_gradient_norms_equal_global_norm_of_jax_grad(data_dir, tmp_path
   assert train_stats.module_name("layer2_1") == "layer2" and train_stats.module_name("stage3_0") == "stage3"
 
 
+def test_module_stats_reduce_each_parameter_once():
+  """One reduction per parameter for all of its statistics (its new, old, update and gradient
+  squares): the step compiles one kernel per parameter, not one per statistic. Also grads whose
+  shapes differ from the parameters' (summed apart) and a module of zeros (update ratio 0)."""
+  rng = np.random.default_rng(0)
+  leaf = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)  # noqa: E731
+  old = {"conv1": {"kernel": leaf(3, 3, 1, 4), "bias": leaf(4)}, "fc_0": {"kernel": leaf(5, 2)},
+         "fc_1": {"kernel": jnp.zeros((2, 2))}}
+  new = jax.tree.map(lambda a: a * 1.1 + 0.01, old)
+  grads = jax.tree.map(lambda a: a * 0.5, old)
+  jaxpr = jax.make_jaxpr(train_stats.module_stats)(old, new, grads).jaxpr
+  primitives = [eqn.primitive.name for eqn in jaxpr.eqns]
+  assert primitives.count("reduce") == 4 and "reduce_sum" not in primitives
+  stats = train_stats.module_stats(old, new, grads)
+  assert sorted(stats) == sorted(f"{s}/{m}" for s in ("weight_norm", "update_ratio", "grad_norm")
+                                 for m in ("conv1", "fc"))
+  for m, keys in (("conv1", [("conv1",)]), ("fc", [("fc_0",), ("fc_1",)])):
+    pick = lambda tree: [tree[k[0]] for k in keys]  # noqa: E731
+    delta = jax.tree.map(lambda a, b: a - b, pick(new), pick(old))
+    assert float(stats[f"weight_norm/{m}"]) == pytest.approx(float(optax.global_norm(pick(new))), rel=1e-6)
+    assert float(stats[f"grad_norm/{m}"]) == pytest.approx(float(optax.global_norm(pick(grads))), rel=1e-6)
+    assert float(stats[f"update_ratio/{m}"]) == pytest.approx(
+        float(optax.global_norm(delta)) / float(optax.global_norm(pick(old))), rel=1e-6)
+  flat_grads = {"conv1": jnp.ones(40), "fc": jnp.ones(11)}  # another structure: summed on their own
+  stats = train_stats.module_stats(old, new, flat_grads)
+  assert float(stats["grad_norm/conv1"]) == pytest.approx(40 ** 0.5)
+  assert float(stats["grad_norm/fc"]) == pytest.approx(11 ** 0.5)
+  zero = {"w": jnp.zeros((2, 2))}
+  assert float(train_stats.module_stats(zero, zero, None)["update_ratio/w"]) == 0.0
+
+
 def test_two_trial_sweep_writes_histograms_confusion_matrix_and_hparams(data_dir, tmp_path):
   from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
   from research.sweeps import Experiment, grid

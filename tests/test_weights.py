@@ -198,13 +198,11 @@ def test_command_never_imports_torch_for_safetensors(tmp_path):
 def _evaluate(workdir: str):
   """What the evaluate command does with a run folder: its config, the latest checkpoint restored
   into the trainer's state, the eval split evaluated."""
-  from research.core import parallel
   from research.core.runs import load_config
   from research.core.train import Trainer
   trainer = Trainer(load_config(workdir), workdir)
   step = trainer.checkpointer.latest_step()
-  accum = parallel.replicate(trainer.zero_accum, trainer.mesh)
-  restored, _ = trainer.checkpointer.restore(step, {"state": trainer.state, "accum": accum})
+  restored, _ = trainer.checkpointer.restore(step, trainer.checkpoint_target())
   scalars, _ = trainer.evaluate(restored["state"])
   trainer.checkpointer.close()
   return step, trainer, scalars

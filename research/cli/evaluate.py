@@ -14,7 +14,6 @@ from absl import flags
 import research.models  # noqa: F401
 import research.tasks  # noqa: F401
 from research.cli.app import run_app
-from research.core import parallel
 from research.core.errors import CheckpointError
 from research.core.runs import load_config
 from research.core.train import Trainer
@@ -30,8 +29,7 @@ def main(argv):
   if _SPLIT.value:
     config.dataset.eval_split = _SPLIT.value
   trainer = Trainer(config, _WORKDIR.value)
-  accum = parallel.replicate(trainer.zero_accum, trainer.mesh)
-  latest = trainer.checkpointer.restore_latest({"state": trainer.state, "accum": accum})
+  latest = trainer.checkpointer.restore_latest(trainer.checkpoint_target())
   if latest is None:
     raise CheckpointError(f"{_WORKDIR.value} has no checkpoint to evaluate: train it first")
   step, restored, _ = latest

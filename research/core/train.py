@@ -37,7 +37,7 @@ from research.core.checkpoint import Checkpointer, load_variables, merge_pretrai
 from research.core.compile_options import known_options, run_once_options
 from research.core.config import duration_steps, validate
 from research.core.errors import ConfigError, NonFiniteLossError
-from research.core.metrics import MetricWriter, eval_records
+from research.core.metrics import MetricWriter, TrainSums, eval_records
 from research.core.optim import build_optimizer, build_schedule
 from research.core.records import NamedRecords
 from research.core.registry import TASKS
@@ -172,7 +172,8 @@ class Trainer:
     # this trace, and the train step calls it from jit's trace cache instead of tracing it again.
     self._task_step = jax.jit(lambda s, b, r: train_stats.train_step(self.task, config.monitor, s, b, r))
     metric_shapes = jax.eval_shape(self._task_step, self.state, self.sample, self.train_rng)[1]
-    self.zero_accum = {k: (np.zeros((), np.float32), np.zeros((), np.float32)) for k in metric_shapes}
+    self.train_sums = TrainSums(metric_shapes)
+    self.zero_accum = self.train_sums.zeros()
     self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"),
                                      config.keep_checkpoints, config.async_checkpointing)
     self._eval_compiled: Optional[concurrent.futures.Future] = None  # set by _train
@@ -188,6 +189,12 @@ class Trainer:
     return self._sources.result()[1]
 
   # --- state ---
+  def checkpoint_target(self) -> PyTree:
+    """What a checkpoint holds, shaped as this run's: {'state': the TrainState, 'accum': {metric:
+    (sum, count)}} (zero sums), for `Checkpointer.restore` / `restore_latest`."""
+    return {"state": self.state,
+            "accum": parallel.replicate(self.train_sums.to_tree(self.zero_accum), self.mesh)}
+
   def _init_state(self, seed: int) -> Tuple[TrainState, jax.Array]:
     """(initial state, the key the train step folds its step number into), from the two halves of
     PRNGKey(seed). Both run once, so they are compiled together for compile time
@@ -217,13 +224,12 @@ class Trainer:
   def _compile_train_step(self, accum: PyTree):
     """The jitted step (state, accum, batch) -> (state, accum, gradients or None); the gradients
     only with config.monitor.grad_histograms (histograms at evaluations)."""
-    task_step, train_rng, monitor = self._task_step, self.train_rng, self.config.monitor
+    task_step, train_rng, monitor, sums = self._task_step, self.train_rng, self.config.monitor, self.train_sums
 
     def step(state: TrainState, accum: PyTree, batch: PyTree) -> Tuple[TrainState, PyTree, PyTree]:
       rng = jax.random.fold_in(train_rng, state.step)
       state, metrics, grads = task_step(state, batch, rng)
-      accum = {k: (s + metrics[k].astype(jnp.float32), c + 1.0) for k, (s, c) in accum.items()}
-      return state, accum, (grads if monitor.grad_histograms else None)
+      return state, sums.add(accum, metrics), (grads if monitor.grad_histograms else None)
 
     jitted = jax.jit(step, in_shardings=(self.rep, self.rep, self.data_sharding),
                      out_shardings=(self.rep, self.rep, self.rep), donate_argnums=(0, 1))
@@ -366,10 +372,11 @@ class Trainer:
     recorder = recorder or workdir_lib.RunRecorder(self.workdir, enabled=False)
     accum = parallel.replicate(self.zero_accum, self.mesh)
     start_step, last_checkpoint = 0, None
-    restored = self.checkpointer.restore_latest({"state": self.state, "accum": accum})
+    restored = self.checkpointer.restore_latest(self.checkpoint_target())
     if restored is not None:
       last_checkpoint, tree, meta = restored
-      self.state, accum = tree["state"], tree["accum"]
+      self.state = tree["state"]
+      accum = parallel.replicate(self.train_sums.from_tree(_fetch(tree["accum"])), self.mesh)
       start_step = int(meta["next_batch_index"])
       logging.info("resumed from %s/%d", self.checkpointer.directory, last_checkpoint)
     elif config.init_from.workdir:
@@ -438,12 +445,13 @@ class Trainer:
         checkpoint_step = every(config.checkpoint_every_steps, step) or last
         # A signal during the last step changes nothing: the run saves, evaluates and finishes.
         stop = not last and _agreed(stop_request.requested, log_step or checkpoint_step)
+        fetched = _fetch(accum) if log_step or checkpoint_step or stop else None
+        if fetched is not None:
+          self._check_finite(self.train_sums.means(fetched)["loss"], step, last_log)
         if log_step:
-          sums = _fetch(accum)
-          self._check_finite(float(sums["loss"][0]), step, last_log)
           now = time.perf_counter()
           rate = (step - last_log) / max(now - last_time, 1e-9)
-          scalars = {f"train/{k}": float(s) / max(float(c), 1.0) for k, (s, c) in sums.items()}
+          scalars = {f"train/{k}": v for k, v in self.train_sums.means(fetched).items()}
           scalars["train/learning_rate"] = float(self.schedule(step - 1))
           scalars["perf/steps_per_sec"] = rate
           scalars["perf/examples_per_sec"] = rate * config.batch_size
@@ -452,10 +460,10 @@ class Trainer:
                        scalars["train/loss"], rate)
           accum = parallel.replicate(self.zero_accum, self.mesh)
           last_log, last_time = step, time.perf_counter()
-        elif checkpoint_step or stop:
-          self._check_finite(float(_fetch(accum["loss"][0])), step, last_log)
         if checkpoint_step or stop:
-          self.checkpointer.save(step, {"state": self.state, "accum": accum},
+          # The sums the next steps add to (zero after a log step), in the per-metric form.
+          saved = self.train_sums.to_tree(self.zero_accum if log_step else fetched)
+          self.checkpointer.save(step, {"state": self.state, "accum": parallel.replicate(saved, self.mesh)},
                                  {"step": step, "next_batch_index": step})
           last_checkpoint = step
         if log_step or checkpoint_step or stop:

@@ -72,22 +72,44 @@ def _by_module(tree: PyTree) -> Dict[str, List[jax.Array]]:
   return groups
 
 
-def _sq(leaves: List[jax.Array]) -> jax.Array:
-  return sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves) if leaves else jnp.zeros(())
+def _squares_summed(arrays: List[jax.Array]) -> Tuple[jax.Array, ...]:
+  """(sum(a ** 2) for a in `arrays`), float32 scalars, for arrays of one shape: one variadic
+  reduction, so one kernel for all of them (separate sums compiled a reduction each, and XLA:CPU
+  splits each long one in two: ResNet-20's step 796 -> 598 operations, LeNet-5's 163 -> 135)."""
+  squares = tuple(jnp.square(a.astype(jnp.float32)).ravel() for a in arrays)
+  zeros = tuple(jnp.zeros((), jnp.float32) for _ in arrays)
+  return jax.lax.reduce(squares, zeros, lambda x, y: tuple(p + q for p, q in zip(x, y)), (0,))
 
 
 def module_stats(old_params: PyTree, new_params: PyTree, grads: Optional[PyTree]) -> Dict[str, jax.Array]:
-  """{'weight_norm/<m>', 'update_ratio/<m>', and with grads 'grad_norm/<m>'}: float32 scalars."""
+  """{'weight_norm/<m>', 'update_ratio/<m>', and with grads 'grad_norm/<m>'}: float32 scalars.
+
+  Each parameter's squared norms (new, old, the update new - old and, where its gradient has its
+  shape, the gradient) come from one reduction over it (`_squares_summed`)."""
   old, new = _by_module(old_params), _by_module(new_params)
+  grad_groups = _by_module(grads) if grads is not None else {}
   out: Dict[str, jax.Array] = {}
   for m in new:
-    old_norm = jnp.sqrt(_sq(old[m]))
-    delta = [a.astype(jnp.float32) - b.astype(jnp.float32) for a, b in zip(new[m], old[m])]
-    out[f"weight_norm/{m}"] = jnp.sqrt(_sq(new[m]))
-    out[f"update_ratio/{m}"] = jnp.where(old_norm > 0, jnp.sqrt(_sq(delta)) / jnp.maximum(old_norm, 1e-30), 0.0)
-  if grads is not None:
-    for m, leaves in _by_module(grads).items():
-      out[f"grad_norm/{m}"] = jnp.sqrt(_sq(leaves))
+    has_grads = m in grad_groups
+    grad_leaves = grad_groups.pop(m, [])
+    fused = len(grad_leaves) == len(new[m]) and all(g.shape == a.shape for g, a in zip(grad_leaves, new[m]))
+    new_sq = old_sq = delta_sq = grad_sq = jnp.zeros((), jnp.float32)
+    for i, (a, b) in enumerate(zip(new[m], old[m])):
+      arrays = [a, b, a.astype(jnp.float32) - b.astype(jnp.float32)] + ([grad_leaves[i]] if fused else [])
+      sums = _squares_summed(arrays)
+      new_sq, old_sq, delta_sq = new_sq + sums[0], old_sq + sums[1], delta_sq + sums[2]
+      if fused:
+        grad_sq = grad_sq + sums[3]
+    if grad_leaves and not fused:
+      for g in grad_leaves:
+        grad_sq = grad_sq + _squares_summed([g])[0]
+    old_norm = jnp.sqrt(old_sq)
+    out[f"weight_norm/{m}"] = jnp.sqrt(new_sq)
+    out[f"update_ratio/{m}"] = jnp.where(old_norm > 0, jnp.sqrt(delta_sq) / jnp.maximum(old_norm, 1e-30), 0.0)
+    if has_grads:
+      out[f"grad_norm/{m}"] = jnp.sqrt(grad_sq)
+  for m, leaves in grad_groups.items():  # gradients of modules without parameters here (none in practice)
+    out[f"grad_norm/{m}"] = jnp.sqrt(sum(_squares_summed([g])[0] for g in leaves))
   return out
 
 

@@ -418,14 +418,16 @@ class Trainer:
     logging.info("model %s: %s parameters; %d steps, global batch %d on %d devices",
                  config.model.name, f"{count_params(self.state.params):,}", self.num_steps,
                  config.batch_size, self.mesh.devices.size)
-    train_step = self._compile_train_step(accum)
-    logging.info("train step compiled in %.1f s", self.compile_seconds)
-    # The evaluation's programs compile in a thread while the training steps run.
+    # The evaluation's programs compile in a thread, started first: its tracing (Python) runs
+    # while XLA compiles the train step (native code, without the GIL), its compile beside the
+    # training steps.
     executor = concurrent.futures.ThreadPoolExecutor(1, "research-eval-compile")
     state_shapes = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding, weak_type=x.weak_type), self.state)
     self._eval_compiled = executor.submit(self._compile_eval_programs, state_shapes)
     executor.shutdown(wait=False)
+    train_step = self._compile_train_step(accum)
+    logging.info("train step compiled in %.1f s", self.compile_seconds)
     batches = parallel.prefetch_to_device(
         pipeline.train_batches(self.train_source, self.task.preprocess_train, self.local_batch,
                                config.seed, start_batch=start_step, num_workers=config.dataset.num_workers,

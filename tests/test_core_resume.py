@@ -111,6 +111,7 @@ def test_finished_run_returns_stored_results(data_dir, uninterrupted):
   assert train_and_evaluate(_config(data_dir), workdir) == result
 
 
+@pytest.mark.filterwarnings("ignore:Sharding info not provided")
 def test_checkpoints_keep_each_metric_sum_and_count(uninterrupted):
   """The step keeps the train metrics as two vectors (research.core.metrics.TrainSums); a
   checkpoint holds them per metric, {name: (sum, count)}: at step 56 (last log at 54), 2 steps."""

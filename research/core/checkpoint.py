@@ -13,13 +13,14 @@ not fit the model (another architecture or shape) is not moved: that is a Checkp
 """
 from __future__ import annotations
 
+import importlib
 import os
 import re
+import threading
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
@@ -28,24 +29,53 @@ from research.core.errors import CheckpointError, MissingRunError
 PyTree = Any
 
 
+def _ocp() -> Any:
+  """orbax.checkpoint, imported on first use (0.2-0.35 s: a run that starts without checkpoints
+  imports it in a thread while its train step compiles, `Checkpointer.open_in_background`)."""
+  return importlib.import_module("orbax.checkpoint")
+
+
 class Checkpointer:
-  """A thin wrapper over `ocp.CheckpointManager` for (state pytree, JSON meta) pairs."""
+  """A thin wrapper over `ocp.CheckpointManager` for (state pytree, JSON meta) pairs.
+
+  The manager (and orbax) is opened on first use; `latest_step` answers None without it while
+  the directory holds no step folder."""
 
   def __init__(self, directory: str, max_to_keep: int = 3, async_save: bool = True):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save)
-    self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+    self._max_to_keep, self._async_save = max_to_keep, async_save
+    self._manager: Any = None
+    self._lock = threading.Lock()
+
+  @property
+  def manager(self) -> Any:
+    """The `ocp.CheckpointManager` of the directory (created with it)."""
+    with self._lock:
+      if self._manager is None:
+        ocp = _ocp()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=self._max_to_keep, create=True, enable_async_checkpointing=self._async_save)
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+      return self._manager
+
+  def open_in_background(self) -> None:
+    """Imports orbax and opens the manager in a thread (the first save finds it open)."""
+    threading.Thread(target=lambda: self.manager, name="research-checkpointer-open", daemon=True).start()
 
   def latest_step(self) -> Optional[int]:
+    if self._manager is None and not any(
+        name.isdigit() for name in (os.listdir(self.directory) if os.path.isdir(self.directory) else ())):
+      return None  # no step folder: nothing orbax would find (a temporary folder is not a checkpoint)
     return self.manager.latest_step()
 
   def save(self, step: int, tree: PyTree, meta: Dict[str, Any]) -> None:
+    ocp = _ocp()
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
 
   def restore(self, step: int, target: PyTree) -> Tuple[PyTree, Dict[str, Any]]:
     """Restores `step` into the structure, shapes, dtypes and shardings of `target`."""
+    ocp = _ocp()
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
@@ -59,7 +89,7 @@ class Checkpointer:
     """
     moved: List[str] = []
     while True:
-      step = self.manager.latest_step()
+      step = self.latest_step()
       if step is None:
         if moved:
           raise CheckpointError(
@@ -118,11 +148,13 @@ class Checkpointer:
     return target
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    if self._manager is not None:
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+    if self._manager is not None:
+      self._manager.wait_until_finished()
+      self._manager.close()
 
 
 def load_variables(path: str) -> Dict[str, PyTree]:
@@ -144,7 +176,7 @@ def load_variables(path: str) -> Dict[str, PyTree]:
     item = os.path.join(path, "state")
     if not os.path.isdir(item):
       raise MissingRunError(f"config.init_from.workdir: no checkpoint found at {path}: train that run first")
-  checkpointer = ocp.StandardCheckpointer()
+  checkpointer = _ocp().StandardCheckpointer()
   metadata = checkpointer.metadata(item).item_metadata.tree
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree_util.tree_map(

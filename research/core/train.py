@@ -426,6 +426,7 @@ class Trainer:
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding, weak_type=x.weak_type), self.state)
     self._eval_compiled = executor.submit(self._compile_eval_programs, state_shapes)
     executor.shutdown(wait=False)
+    self.checkpointer.open_in_background()  # likewise: orbax's import, before the first save
     train_step = self._compile_train_step(accum)
     logging.info("train step compiled in %.1f s", self.compile_seconds)
     batches = parallel.prefetch_to_device(

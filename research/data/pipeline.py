@@ -16,12 +16,12 @@ commands (research/cli) that touches absl's flag state.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import threading
 from typing import Any, Callable, Dict, Iterator, Optional
 
-import grain
 from absl import flags
 import jax
 import numpy as np
@@ -35,6 +35,12 @@ EvalPreprocess = Callable[[Example], Example]
 # batch that `TrainPreprocess` on each example with rngs(position) would give, stacked -- or None
 # where it cannot (the examples are then preprocessed one by one).
 BatchPreprocess = Callable[[Any, np.ndarray, np.ndarray, "ExampleRngs"], Optional[Example]]
+
+
+def _grain() -> Any:
+  """The grain module, imported on first use: it imports orbax (0.3-0.5 s together), which a run
+  imports in threads while its train step compiles (research.core.train)."""
+  return importlib.import_module("grain")
 
 
 def resolve_num_workers(num_workers: int, source: Any) -> int:
@@ -51,6 +57,7 @@ def _to_iter(ds: grain.MapDataset, num_workers: int, in_memory: bool) -> grain.I
   held in memory (its preprocessing is pure Python, so reader threads only contend for the GIL:
   lenet5_digits took 35 us an example with 2 threads, 25 with 1, 22 with none; the device step
   still overlaps it through JAX's asynchronous dispatch); with num_workers > 0 in worker processes."""
+  grain = _grain()
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0 if in_memory else 2, prefetch_buffer_size=8))
   if num_workers > 0:
     if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags (module docstring).
@@ -185,7 +192,7 @@ def train_batches(source: Any, preprocess: TrainPreprocess, local_batch_size: in
   batches = _TrainBatches(_EpochShuffled(source, seed), preprocess, seed + 1,
                           local_batch_size * jax.process_count(), local_batch_size, jax.process_index(),
                           preprocess_batch)
-  return iter(_to_iter(grain.MapDataset.source(batches)[start_batch:], num_workers, _in_memory(source)))
+  return iter(_to_iter(_grain().MapDataset.source(batches)[start_batch:], num_workers, _in_memory(source)))
 
 
 class _PaddedEvalSource:
@@ -228,7 +235,7 @@ def eval_batches(source: Any, preprocess: EvalPreprocess, global_batch_size: int
     out["index"] = np.int32(index)
     return out
 
-  ds = grain.MapDataset.source(_PaddedEvalSource(source, global_batch_size)).map(with_mask)
+  ds = _grain().MapDataset.source(_PaddedEvalSource(source, global_batch_size)).map(with_mask)
   return iter(_to_iter(ds.batch(local, drop_remainder=True), num_workers, _in_memory(source)))
 
 

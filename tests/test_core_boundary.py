@@ -3,6 +3,7 @@ touches absl's flag state in one documented place only."""
 import ast
 import pathlib
 
+import numpy as np
 import pytest
 
 RESEARCH = pathlib.Path(__file__).resolve().parent.parent / "research"
@@ -61,3 +62,32 @@ def test_metric_writer_does_not_import_torch(tmp_path):
           "import importlib.util\nif importlib.util.find_spec('torch'):\n  import torch\n  assert torch.zeros(1).shape == (1,)\n")
   subprocess.run([sys.executable, "-c", code], check=True, timeout=240)
   assert list((tmp_path / "tensorboard").iterdir())
+
+
+def test_train_command_imports_grain_and_orbax_on_first_use(tmp_path):
+  """research-train's start-up imports neither grain nor orbax (0.3-0.5 s; grain imports orbax):
+  a run without checkpoints imports them in threads while its train step compiles. A Checkpointer
+  over an empty folder answers `latest_step` without orbax, and opens it when asked."""
+  import subprocess
+  import sys
+  code = ("import sys\nimport research.cli.train\n"
+          "assert not [m for m in sys.modules if m.split('.')[0] in ('grain', 'orbax')], 'imported at start-up'\n"
+          "from research.core.checkpoint import Checkpointer\n"
+          f"c = Checkpointer({str(tmp_path / 'checkpoints')!r})\n"
+          "assert c.latest_step() is None and 'orbax' not in sys.modules\n"
+          "assert c.manager.latest_step() is None and 'orbax.checkpoint' in sys.modules\nc.close()\n")
+  subprocess.run([sys.executable, "-c", code], check=True, timeout=240)
+
+
+def test_cpu_prefetch_yields_the_numpy_batches_the_step_places_itself():
+  """One process on CPU devices: `prefetch_to_device` hands the host batches on as numpy arrays
+  (no transfer to overlap); the jitted step shards them as its in_shardings say."""
+  import jax
+  from research.core import parallel
+  mesh = parallel.make_mesh()
+  batches = [{"x": np.arange(16, dtype=np.float32).reshape(8, 2) + i, "y": np.full(8, i)} for i in range(3)]
+  out = list(parallel.prefetch_to_device(iter(batches), mesh))
+  assert len(out) == 3 and all(isinstance(b["x"], np.ndarray) for b in out)
+  step = jax.jit(lambda b: b["x"].sum(axis=1) + b["y"], in_shardings=(parallel.batch_sharded(mesh),))
+  for got, want in zip(out, batches):
+    np.testing.assert_array_equal(np.asarray(step(got)), want["x"].sum(axis=1) + want["y"])

@@ -17,9 +17,10 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture
 def restored_gc():
   """Leaves the collector as the test found it: enabled, nothing frozen by the test."""
-  enabled = gc.isenabled()
+  enabled, threshold = gc.isenabled(), gc.get_threshold()
   yield
   gc.unfreeze()
+  gc.set_threshold(*threshold)
   (gc.enable if enabled else gc.disable)()
 
 
@@ -62,3 +63,20 @@ def test_import_paused_resumes_the_collector_when_the_import_fails(tmp_path, mon
   (tmp_path / "quiet_module.py").write_text("X = 1\n")
   launch.import_paused("quiet_module")
   assert not gc.isenabled()
+
+
+def test_a_command_runs_with_the_raised_young_generation_threshold(monkeypatch, restored_gc):
+  seen = {}
+
+  class FakeCommand:
+    @staticmethod
+    def run():
+      seen["threshold"], seen["enabled"] = gc.get_threshold(), gc.isenabled()
+
+  imported = []
+  monkeypatch.setattr(launch, "import_paused", lambda module: imported.append(module) or FakeCommand)
+  gc.enable()
+  older = gc.get_threshold()[1:]
+  launch.train()
+  assert imported == ["research.cli.train"]
+  assert seen == {"threshold": (launch.YOUNG_THRESHOLD, *older), "enabled": True}

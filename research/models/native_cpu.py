@@ -1,6 +1,6 @@
 """Native CPU kernels (research/models/native/cpu_kernels.cc) called through the XLA FFI:
-convolutions, BatchNorm's per-channel sums and the max pool over non-overlapping windows (forward
-and gradient).
+convolutions, BatchNorm's per-channel sums, the max pool over non-overlapping windows (forward
+and gradient) and `store`, an identity XLA cannot fuse across (research.models.fusion_barrier).
 
 XLA:CPU computes a convolution's kernel gradient as an im2col GEMM over a transposed copy of the
 input, 2-4x slower than PyTorch's oneDNN on the small-channel layers of LeNet and CIFAR ResNets
@@ -62,7 +62,8 @@ _TARGETS = {"research_conv_forward": "ResearchConvForward",
             "research_conv_input_grad": "ResearchConvInputGrad",
             "research_channel_sums": "ResearchChannelSums",
             "research_max_pool": "ResearchMaxPool",
-            "research_max_pool_grad": "ResearchMaxPoolGrad"}
+            "research_max_pool_grad": "ResearchMaxPoolGrad",
+            "research_store": "ResearchStore"}
 
 
 def scatter_fits(kernel_hw: tuple[int, int], channels: int, width_dilation: int) -> bool:
@@ -383,6 +384,28 @@ def _max_pool_grad_op(taps: int) -> Callable[..., tuple[jnp.ndarray, ...]]:
   return op
 
 
+def _store_call(x: jnp.ndarray) -> jnp.ndarray:
+  return jax.ffi.ffi_call("research_store", jax.ShapeDtypeStruct(x.shape, x.dtype), input_output_aliases={0: 0})(x)
+
+
+def _store_partition(mesh, arg_shapes, result_shape):
+  return mesh, _store_call, arg_shapes[0].sharding, (arg_shapes[0].sharding,)
+
+
+def _store_infer(mesh, arg_shapes, result_shape):
+  return arg_shapes[0].sharding
+
+
+@functools.lru_cache(maxsize=None)
+def _store_op(rank: int) -> Callable[[jnp.ndarray], jnp.ndarray]:
+  """The custom-partitioned store for arrays of `rank` dimensions (each shard stored where it is)."""
+  dims = " ".join(f"d{i}" for i in range(rank))
+  op = custom_partitioning(_store_call)
+  op.def_partition(partition=_store_partition, infer_sharding_from_operands=_store_infer,
+                   sharding_rule=f"{dims} -> {dims}")
+  return op
+
+
 def _missing_jax_api() -> Optional[str]:
   """What this module needs from JAX and this version lacks (None: nothing): the FFI, pcast, and
   an abstract value's varying manual axes (the result of an FFI call inside shard_map is marked
@@ -462,3 +485,9 @@ def max_pool_grad(x: jnp.ndarray, y: jnp.ndarray, dy: jnp.ndarray, window: tuple
   x at tap (a, b) is the window's first x == y in row-major order, else 0 (a NaN window gets none)."""
   window = tuple(window)
   return _call_operands(_max_pool_grad_op(window[0] * window[1]), _max_pool_grad_call, (x, y, dy), (window,))
+
+
+def store(x: jnp.ndarray) -> jnp.ndarray:
+  """x unchanged (any shape and dtype), as the result of an FFI call whose buffer is x's own: XLA
+  computes x once, in memory, and fuses none of its consumers back into what produced it."""
+  return _call_operands(_store_op(x.ndim) if x.ndim else _store_call, _store_call, (x,), ())

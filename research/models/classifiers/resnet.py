@@ -12,6 +12,9 @@ models are also registered as BACKBONES (features_only).
 "CONV_SPEC,DENSE_SPEC" (research.models.initializers); the default "he_normal,lecun_normal" is He
 normal with fan_out (torchvision's kaiming_normal_(mode='fan_out')) for the convolutions and
 flax's LeCun normal for the fc.
+
+Every block ends in research.models.fusion_barrier.relu_barrier: relu, whose result the native
+CPU path stores once, so XLA:CPU does not recompute the residual stream in each of its consumers.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import jax.numpy as jnp
 
 from research.core.registry import BACKBONES, MODELS
 from research.models.conv import Conv
+from research.models.fusion_barrier import relu_barrier
 from research.models.norm import BatchNorm
 from research.models.initializers import kernel_initializers
 from research.models.pooling import max_pool, sow_stage
@@ -59,7 +63,7 @@ class BasicBlock(nn.Module):
     if x.shape[-1] != self.features or self.strides != 1:
       x = conv(self.features, (1, 1), strides=self.strides, padding=0, name="downsample_conv")(x)
       x = _norm(train, self.dtype, "downsample_bn")(x)
-    return nn.relu(x + y)
+    return relu_barrier(x + y)
 
 
 class Bottleneck(nn.Module):
@@ -86,7 +90,7 @@ class Bottleneck(nn.Module):
     if x.shape[-1] != out or self.strides != 1:
       x = conv(out, (1, 1), strides=self.strides, padding=0, name="downsample_conv")(x)
       x = _norm(train, self.dtype, "downsample_bn")(x)
-    return nn.relu(x + y)
+    return relu_barrier(x + y)
 
 
 _BLOCKS: Dict[str, Callable[..., nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -179,7 +183,7 @@ class CifarBlock(nn.Module):
       shortcut = x[:, ::self.strides, ::self.strides] if self.strides > 1 else x
       if extra:
         shortcut = jnp.pad(shortcut, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
-    return nn.relu(shortcut + y)
+    return relu_barrier(shortcut + y)
 
 
 @MODELS.register("resnet20", depth=20)

@@ -1,5 +1,5 @@
-// Direct 2-D convolution kernels for XLA:CPU, with BatchNorm's channel sums and the non-overlapping
-// max pool, called from JAX through the XLA FFI (research/models/native_cpu.py builds this file on
+// Direct 2-D convolution kernels for XLA:CPU, with BatchNorm's channel sums, the non-overlapping
+// max pool and an unfusable identity, called from JAX through the XLA FFI (research/models/native_cpu.py builds this file on
 // first use and registers the handlers).
 //
 // Layouts: input NHWC, kernel HWIO [kh, kw, C, K], output NHWC; f32. Zero padding is given as
@@ -14,6 +14,7 @@
 //   research_max_pool          y  [N, OH, OW, C]   from x [N, OH * wh, OW * ww, C] (windows = strides)
 //   research_max_pool_grad     wh * ww results [N, OH, OW, C]: the gradient's piece for each window
 //                              tap, from x, y and dy [N, OH, OW, C] (see "Max pooling" below)
+//   research_store             y = x, any dtype and shape, y aliasing x (see "Store" below)
 //
 // The convolutions are register-blocked outer-product loops over vectors of kLanes floats (GCC vector
 // extensions), with no im2col buffer. The vector width and the register blocks follow the
@@ -1005,6 +1006,27 @@ auto ConvBinding() {
       .Attr<int64_t>("pad_left");
 }
 
+// ---------------------------------------------------------------------------------------------
+// Store: the identity, as a call XLA cannot fuse into (research.models.native_cpu.store). Its
+// result aliases its operand, so in the usual case there is nothing to do; where XLA gave the two
+// separate buffers, the bytes are copied in 1 MiB blocks on the pool.
+
+constexpr int64_t kStoreBlockBytes = int64_t{1} << 20;
+
+ffi::Error StoreArray(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> y) {
+  const int64_t bytes = static_cast<int64_t>(x.size_bytes());
+  if (bytes != static_cast<int64_t>(y->size_bytes())) return ffi::Error::InvalidArgument("store: sizes differ");
+  const char* from = static_cast<const char*>(x.untyped_data());
+  char* to = static_cast<char*>(y->untyped_data());
+  if (from == to) return ffi::Error::Success();
+  const int64_t blocks = (bytes + kStoreBlockBytes - 1) / kStoreBlockBytes;
+  ParallelFor(pool, blocks, MaxWorkers(pool), [&](int, int64_t block) {
+    const int64_t begin = block * kStoreBlockBytes;
+    std::memcpy(to + begin, from + begin, static_cast<size_t>(std::min(kStoreBlockBytes, bytes - begin)));
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchChannelSums, ChannelSums,
@@ -1013,6 +1035,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchChannelSums, ChannelSums,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchStore, StoreArray,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchMaxPool, MaxPool,
                               ffi::Ffi::Bind()

@@ -60,7 +60,7 @@ def test_native_f32_only_and_the_store_aliases_its_operand():
   x = jnp.ones((2, 3, 3, 4), jnp.float32)
 
   def grad():  # a new function each time: jit's trace cache does not see forced_impl
-    return jax.jit(jax.grad(lambda v: jnp.sum(relu_barrier(relu_barrier(v * 2.0) - 1.0))))
+    return jax.jit(jax.value_and_grad(lambda v: jnp.sum(relu_barrier(relu_barrier(v * 2.0) - 1.0))))
 
   with cpu_dispatch.forced_impl("native"):
     compiled = grad().lower(x).compile().as_text()
@@ -107,10 +107,10 @@ def _most_activations_one_fusion_reads(hlo: str, shape: str) -> int:
 
 
 def test_a_resnet_stage_is_not_recomputed_in_its_consumers():
-  """ResNet-20's first stage (three blocks at 16 channels), training step: with the stored block
-  outputs no fusion reads more than a block's own tensors; the plain relu lets XLA fuse the whole
-  stream back to the stem into later consumers (more convolution outputs per fusion)."""
-  model = MODELS.build("resnet20", num_classes=10)
+  """ResNet-32's first stage (five blocks at 16 channels), training step: with the stored block
+  outputs no fusion reads more than four activations (4 with jax 0.10); the plain relu lets XLA fuse
+  the stream back towards the stage's start into later consumers (7)."""
+  model = MODELS.build("resnet32", num_classes=10)
   x = jnp.zeros((2, 8, 8, 3), jnp.float32)
 
   def most(relu):
@@ -129,4 +129,4 @@ def test_a_resnet_stage_is_not_recomputed_in_its_consumers():
     return _most_activations_one_fusion_reads(hlo, "f32[2,8,8,16]")
 
   stored, plain = most(relu_barrier), most(jax.nn.relu)
-  assert stored <= 3 < plain, (stored, plain)
+  assert stored <= 4 < plain, (stored, plain)

@@ -160,12 +160,13 @@ def test_cpu_plan_avoids_the_plain_convolution_above_16_channels():
 def test_native_pointwise_plan_takes_the_native_kernel_gradient():
   """1x1 layers: matmul forward and input gradient; the kernel gradient on the native kernel (it
   reads x and dy as stored, where the matmul's transposes recompute dy's elementwise chain) up to
-  1024 channels, the matmul's beyond and for grouped layers."""
+  1024 channels (256 for the AVX2 build), the matmul's beyond and for grouped layers."""
   plan = lambda cin, cout, groups=1: cpu_dispatch.conv_plan((4, 8, 8, cin), (1, 1, cin // groups, cout), (2, 2),
                                                             (1, 1), groups, "native")
+  widest = 1024 if native_cpu.lanes() >= 16 else 256
   assert plan(32, 64) == cpu_dispatch.ConvPlan("matmul", "matmul", "native")
-  assert plan(256, 1024) == cpu_dispatch.ConvPlan("matmul", "matmul", "native")
-  assert plan(1024, 2048) == cpu_dispatch.ConvPlan("matmul", "matmul", "matmul")
+  assert plan(widest // 4, widest) == cpu_dispatch.ConvPlan("matmul", "matmul", "native")
+  assert plan(widest, 2 * widest) == cpu_dispatch.ConvPlan("matmul", "matmul", "matmul")
   assert plan(32, 64, groups=2) == cpu_dispatch.ConvPlan("matmul", "matmul", "matmul")
   x, kernel = jnp.ones((4, 8, 8, 32)), jnp.ones((1, 1, 32, 64))
   loss = lambda x_, k_: jnp.sum(conv2d(x_, k_, 2, 0, impl="native") ** 2)
@@ -273,11 +274,16 @@ def test_avx2_build_matches_xla():
           return (y, *vjp(jnp.cos(y)))
         for a, e in zip(jax.jit(lambda: both("native"))(), jax.jit(lambda: both("xla"))()):
           worst = max(worst, float(jnp.abs(a - e).max() / jnp.abs(e).max()))
-      print(native_cpu.lanes(), native_cpu.library_path().name.split("_")[2], worst)
+      # The AVX2 build's own limits: native kernel gradients up to 128 channels (3x3) and 256 (1x1).
+      from research.models import cpu_dispatch
+      grad = lambda k, c: cpu_dispatch.conv_plan((8, 14, 14, c), (k, k, c, c), (1, 1), (1, 1), 1, "native").kernel_grad
+      print(native_cpu.lanes(), native_cpu.library_path().name.split("_")[2], worst,
+            grad(3, 128), grad(3, 256), grad(1, 256), grad(1, 512))
       """), RESEARCH_NATIVE_ISA="avx2")
-  lanes, variant, worst = out.split()
+  lanes, variant, worst, *kernel_grads = out.split()
   assert (lanes, variant) == ("8", "avx2")
   assert float(worst) < 1e-5
+  assert kernel_grads == ["native", "row_dilated", "native", "matmul"]
 
 
 class _TwoConvs(nn.Module):

@@ -41,7 +41,7 @@ import jax
 IMPL_ENV_VAR = "RESEARCH_CONV_IMPL"
 IMPLS = ("auto", "xla", "cpu", "native")
 # Bumped whenever a rule below changes: part of `decisions()`.
-RULES_VERSION = 6
+RULES_VERSION = 7
 
 # The implementations resolved so far in this process (each logged once).
 _resolved: set[str] = set()
@@ -157,17 +157,24 @@ _MAX_KERNEL_GRAD_CHUNKS = 32
 # (batch 8) 9.5 vs 9.1, 512 at 7x7 12.7 vs 9.4; AVX2 build 32 at 16x16 3.4 vs 3.9, 64 at 8x8 4.4 vs
 # 3.4, 128 at 16x16 62 vs 52.
 _NATIVE_MAX_CHANNELS_WIDE, _NATIVE_MAX_CHANNELS_NARROW = 128, 32
-# Native kernel gradients up to this many channels in and out (3x3, batch 32: 128 ch at 28x28
-# 26 ms vs Eigen's 48, 256 at 14x14 26 vs 32, 512 at 7x7 51 vs 32).
-_NATIVE_MAX_KERNEL_GRAD_CHANNELS = 256
+# Native kernel gradients up to this many channels in and out, for 16-float vectors and narrower.
+# AVX-512 build, 3x3, batch 32: 128 ch at 28x28 26 ms vs Eigen's 48, 256 at 14x14 26 vs 32, 512 at
+# 7x7 51 vs 32. AVX2 build (a 6 x 16-float register block: a quarter of the AVX-512 block's FMAs per
+# pixel read, so wide layers wait on the cache), ms, native vs the "cpu" form (scripts/bench_conv.py):
+# 3x3 64 at 56x56 (batch 8) 11.5 vs 15.5, 128 at 28x28 13.3 vs 11.9, 256 at 14x14 14.0 vs 10.6,
+# 256 at 8x8 (batch 128) 78 vs 58.
+_NATIVE_MAX_KERNEL_GRAD_CHANNELS_WIDE, _NATIVE_MAX_KERNEL_GRAD_CHANNELS_NARROW = 256, 128
 # Native kernel gradients of 1x1 convolutions up to this many channels in and out (forward and
 # input gradient stay matmuls). The matmul's kernel gradient reads x and dy transposed
 # ([C, N*H*W]); XLA:CPU fuses the elementwise chain that made dy (BatchNorm's backward pass, the
 # residual) into that transpose and recomputes it there in transposed order: ResNet-50, batch 8 at
 # 224, spent 0.88 s of thread time a step in those transposes. The native kernel reads both as
 # stored (step 2.41 -> 2.03 s with 512 channels, 1.9 s with 1024); at 2048 channels (7x7) it is
-# slower than the matmul with its transpose.
-_NATIVE_MAX_POINTWISE_GRAD_CHANNELS = 1024
+# slower than the matmul with its transpose. The AVX2 build's kernel loses from 512 channels on
+# (ResNet-50's 256 -> 512 stride 2: 15.8 vs 12.4 ms, 512 -> 256: 14.4 vs 9.5; 256 -> 64 at 56x56:
+# 6.5 vs 10.3): ResNet-50's step with the AVX2 build's limits 128 / 256 against 256 / 1024,
+# alternating: 1,526-1,535 vs 1,611-1,621 ms.
+_NATIVE_MAX_POINTWISE_GRAD_CHANNELS_WIDE, _NATIVE_MAX_POINTWISE_GRAD_CHANNELS_NARROW = 1024, 256
 # Scatter input gradients (native_cpu.input_grad) when strided or with fewer input channels than
 # this (ResNet-20's 16 -> 32 stride-2 layer 4.7 -> 2.1 ms, LeNet's 6-channel layer 1.1 -> 0.5 ms).
 _NATIVE_INPUT_GRAD_MIN_CHANNELS = 16
@@ -212,8 +219,17 @@ def _native_plan(cin: int, cout: int, kernel_hw: tuple[int, int], strides: tuple
       input_grad = "native_scatter"
     elif strides == (1, 1) and max(cin, cout) <= widest:
       input_grad = "native_stride1"
-  kernel_grad = "native" if max(cin, cout) <= _NATIVE_MAX_KERNEL_GRAD_CHANNELS else fallback.kernel_grad
+  widest_grad = (_NATIVE_MAX_KERNEL_GRAD_CHANNELS_WIDE if native.lanes() >= 16
+                 else _NATIVE_MAX_KERNEL_GRAD_CHANNELS_NARROW)
+  kernel_grad = "native" if max(cin, cout) <= widest_grad else fallback.kernel_grad
   return ConvPlan(forward, input_grad, kernel_grad)
+
+
+def _native_max_pointwise_grad_channels() -> int:
+  """The widest 1x1 convolution whose kernel gradient takes the native kernel, for this build."""
+  if native_module().lanes() >= 16:
+    return _NATIVE_MAX_POINTWISE_GRAD_CHANNELS_WIDE
+  return _NATIVE_MAX_POINTWISE_GRAD_CHANNELS_NARROW
 
 
 def conv_plan(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], strides: tuple[int, int],
@@ -224,7 +240,7 @@ def conv_plan(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], strides: 
   if impl == "xla":
     plan = ConvPlan("xla", "xla", "xla")
   elif (kh, kw) == (1, 1):
-    native_grad = impl == "native" and groups == 1 and max(cin, cout) <= _NATIVE_MAX_POINTWISE_GRAD_CHANNELS
+    native_grad = impl == "native" and groups == 1 and max(cin, cout) <= _native_max_pointwise_grad_channels()
     plan = ConvPlan("matmul", "matmul", "native" if native_grad else "matmul")
   else:
     plan = _xla_only_plan(n, cin, cout, strides, groups)

@@ -210,7 +210,7 @@ def _native_plan(cin: int, cout: int, kernel_hw: tuple[int, int], strides: tuple
   """The "native" family's plan for an ungrouped kernel larger than 1x1 (the "cpu" plan where the
   native kernels lose)."""
   native = native_module()
-  widest = _NATIVE_MAX_CHANNELS_WIDE if native.lanes() >= 16 else _NATIVE_MAX_CHANNELS_NARROW
+  widest = _by_vector_width(_NATIVE_MAX_CHANNELS_WIDE, _NATIVE_MAX_CHANNELS_NARROW)
   forward = "native" if max(cin, cout) <= widest else fallback.forward
   input_grad = fallback.input_grad
   if cin > 1:
@@ -219,17 +219,14 @@ def _native_plan(cin: int, cout: int, kernel_hw: tuple[int, int], strides: tuple
       input_grad = "native_scatter"
     elif strides == (1, 1) and max(cin, cout) <= widest:
       input_grad = "native_stride1"
-  widest_grad = (_NATIVE_MAX_KERNEL_GRAD_CHANNELS_WIDE if native.lanes() >= 16
-                 else _NATIVE_MAX_KERNEL_GRAD_CHANNELS_NARROW)
+  widest_grad = _by_vector_width(_NATIVE_MAX_KERNEL_GRAD_CHANNELS_WIDE, _NATIVE_MAX_KERNEL_GRAD_CHANNELS_NARROW)
   kernel_grad = "native" if max(cin, cout) <= widest_grad else fallback.kernel_grad
   return ConvPlan(forward, input_grad, kernel_grad)
 
 
-def _native_max_pointwise_grad_channels() -> int:
-  """The widest 1x1 convolution whose kernel gradient takes the native kernel, for this build."""
-  if native_module().lanes() >= 16:
-    return _NATIVE_MAX_POINTWISE_GRAD_CHANNELS_WIDE
-  return _NATIVE_MAX_POINTWISE_GRAD_CHANNELS_NARROW
+def _by_vector_width(wide: int, narrow: int) -> int:
+  """A limit for the native kernel build: `wide` for 16-float vectors (AVX-512), else `narrow`."""
+  return wide if native_module().lanes() >= 16 else narrow
 
 
 def conv_plan(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], strides: tuple[int, int],
@@ -240,7 +237,8 @@ def conv_plan(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], strides: 
   if impl == "xla":
     plan = ConvPlan("xla", "xla", "xla")
   elif (kh, kw) == (1, 1):
-    native_grad = impl == "native" and groups == 1 and max(cin, cout) <= _native_max_pointwise_grad_channels()
+    native_grad = impl == "native" and groups == 1 and max(cin, cout) <= _by_vector_width(
+        _NATIVE_MAX_POINTWISE_GRAD_CHANNELS_WIDE, _NATIVE_MAX_POINTWISE_GRAD_CHANNELS_NARROW)
     plan = ConvPlan("matmul", "matmul", "native" if native_grad else "matmul")
   else:
     plan = _xla_only_plan(n, cin, cout, strides, groups)

@@ -276,14 +276,17 @@ def test_avx2_build_matches_xla():
           worst = max(worst, float(jnp.abs(a - e).max() / jnp.abs(e).max()))
       # The AVX2 build's own limits: native kernel gradients up to 128 channels (3x3) and 256 (1x1).
       from research.models import cpu_dispatch
-      grad = lambda k, c: cpu_dispatch.conv_plan((8, 14, 14, c), (k, k, c, c), (1, 1), (1, 1), 1, "native").kernel_grad
+      plan = lambda k, c, s=1: cpu_dispatch.conv_plan((8, 14, 14, c), (k, k, c, c), (s, s), (1, 1), 1, "native")
+      # The first and third shapes above scatter their input gradients in chunks (20 and 18 vectors
+      # a pixel; 12 fit the registers), the third with a single pixel at each row's end.
       print(native_cpu.lanes(), native_cpu.library_path().name.split("_")[2], worst,
-            grad(3, 128), grad(3, 256), grad(1, 256), grad(1, 512))
+            plan(3, 128).kernel_grad, plan(3, 256).kernel_grad, plan(1, 256).kernel_grad, plan(1, 512).kernel_grad,
+            plan(5, 6).input_grad, plan(3, 16, 2).input_grad)
       """), RESEARCH_NATIVE_ISA="avx2")
-  lanes, variant, worst, *kernel_grads = out.split()
+  lanes, variant, worst, *plans = out.split()
   assert (lanes, variant) == ("8", "avx2")
   assert float(worst) < 1e-5
-  assert kernel_grads == ["native", "row_dilated", "native", "matmul"]
+  assert plans == ["native", "row_dilated", "native", "matmul", "native_scatter", "native_scatter"]
 
 
 class _TwoConvs(nn.Module):

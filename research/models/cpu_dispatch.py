@@ -41,7 +41,7 @@ import jax
 IMPL_ENV_VAR = "RESEARCH_CONV_IMPL"
 IMPLS = ("auto", "xla", "cpu", "native")
 # Bumped whenever a rule below changes: part of `decisions()`.
-RULES_VERSION = 7
+RULES_VERSION = 8
 
 # The implementations resolved so far in this process (each logged once).
 _resolved: set[str] = set()

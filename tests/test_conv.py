@@ -57,6 +57,10 @@ CASES = {
     # 4 channel vectors (AVX-512) on 8-pixel rows: blocks of 3 vectors and of 1, the last partial.
     "3x3_8x8_40_to_52_channels": ((2, 8, 8, 40), (3, 3), 52, 1, 1, 1, 1),
     "3x3_6x6_100_to_120_channels": ((2, 6, 6, 100), (3, 3), 120, 1, 1, 1, 1),
+    # Wider than the native forward kernel's limit: stride-1 input gradients as the row-dilated
+    # convolution of dy with the native kernel's flip of the kernel ("row_dilated_flipped").
+    "3x3_4x4_136_channels": ((2, 4, 4, 136), (3, 3), 136, 1, 1, 1, 1),
+    "3x3_rate2_136_to_130_pads": ((2, 7, 6, 136), (3, 3), 130, 1, ((2, 1), (0, 3)), 2, 1),
     "3x3_12_channels_s2_batch_33": ((33, 7, 7, 12), (3, 3), 16, 2, "SAME", 1, 1),
     "3x3_groups2_batch_20": ((20, 5, 5, 16), (3, 3), 16, 1, 1, 1, 2),
     "gray_3x3_s2_rate2": ((2, 11, 10, 1), (3, 3), 20, 2, "SAME", 2, 1),

@@ -197,8 +197,28 @@ def _input_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec: _Spe
     return _native_grad(cpu_dispatch.native_module().input_grad_stride1, x, dy, kernel, spec.pads, spec.dilation)
   if how == "col2im":
     return _col2im_input_grad(kernel, dy, x.shape, spec)
+  if how in ("xla_flipped", "row_dilated_flipped"):
+    return _flipped_input_grad(x, kernel, dy, spec)
   conv = {"xla": _xla_conv, "row_dilated": _row_dilated_conv, "matmul": _forward}[how]
   return jax.linear_transpose(lambda x_: conv(x_, kernel, spec), x)(dy)[0]
+
+
+def _flipped_input_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
+  """dL/dx [N, H, W, C_in] as the forward convolution of dy with the kernel flipped by the native
+  kernel ([kh, kw, C_out, C_in], taps mirrored), ungrouped: stride 1 row-dilated (Eigen), strided
+  with dy dilated by the strides, as JAX's transpose of `_xla_conv` / `_row_dilated_conv` but without
+  XLA's flip of the kernel, which read every element from a new cache line (ResNet-50's 3x3
+  512-channel kernels: 5.8-6.0 ms each against 0.6 ms)."""
+  flipped = cpu_dispatch.native_module().flip_kernel(kernel.astype(jnp.float32)).astype(kernel.dtype)
+  pads = []
+  for size, k, stride, dilation, (low, _), out in zip(x.shape[1:3], kernel.shape[:2], spec.strides,
+                                                      spec.dilation, spec.pads, dy.shape[1:3]):
+    span = (k - 1) * dilation + 1
+    pads.append((span - 1 - low, size + low - (out - 1) * stride - 1))
+  if spec.plan.input_grad == "row_dilated_flipped":  # stride 1
+    return _row_dilated_conv(dy, flipped, spec._replace(pads=tuple(pads)))
+  return lax.conv_general_dilated(dy, flipped, (1, 1), pads, lhs_dilation=spec.strides, rhs_dilation=spec.dilation,
+                                  dimension_numbers=_DIMENSION_NUMBERS)
 
 
 def _kernel_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec: _Spec) -> jnp.ndarray:

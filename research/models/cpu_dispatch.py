@@ -127,7 +127,9 @@ class ConvPlan(NamedTuple):
   forward:     "native" | "tap_sum" (one input channel: kh * kw broadcast products) | "xla" |
                "row_dilated" (rows dilated by 2 so that XLA:CPU runs Eigen) | "matmul" (1x1)
   input_grad:  "native_scatter" | "native_stride1" | "col2im" | "xla" (transpose of the plain
-               convolution) | "row_dilated" | "matmul" (1x1: autodiff)
+               convolution) | "row_dilated" | "xla_flipped" / "row_dilated_flipped" (those as
+               forward convolutions of dy with the native kernel's flip of the kernel) | "matmul"
+               (1x1: autodiff)
   kernel_grad: "native" | "chunked" (16-image chunks of the plain convolution) | "row_dilated" |
                "matmul" (1x1: autodiff)
   split_groups: the kernel gradient is computed group by group (2-8 groups), each as kernel_grad.
@@ -219,6 +221,8 @@ def _native_plan(cin: int, cout: int, kernel_hw: tuple[int, int], strides: tuple
       input_grad = "native_scatter"
     elif strides == (1, 1) and max(cin, cout) <= widest:
       input_grad = "native_stride1"
+  if input_grad in ("xla", "row_dilated"):
+    input_grad += "_flipped"
   widest_grad = _by_vector_width(_NATIVE_MAX_KERNEL_GRAD_CHANNELS_WIDE, _NATIVE_MAX_KERNEL_GRAD_CHANNELS_NARROW)
   kernel_grad = "native" if max(cin, cout) <= widest_grad else fallback.kernel_grad
   return ConvPlan(forward, input_grad, kernel_grad)

@@ -63,6 +63,7 @@ _TARGETS = {"research_conv_forward": "ResearchConvForward",
             "research_channel_sums": "ResearchChannelSums",
             "research_max_pool": "ResearchMaxPool",
             "research_max_pool_grad": "ResearchMaxPoolGrad",
+            "research_flip_kernel": "ResearchFlipKernel",
             "research_store": "ResearchStore"}
 
 
@@ -406,6 +407,28 @@ def _store_op(rank: int) -> Callable[[jnp.ndarray], jnp.ndarray]:
   return op
 
 
+def _flip_kernel_call(kernel: jnp.ndarray) -> jnp.ndarray:
+  kh, kw, c, k = kernel.shape
+  return jax.ffi.ffi_call("research_flip_kernel", jax.ShapeDtypeStruct((kh, kw, k, c), kernel.dtype))(kernel)
+
+
+def _replicated_partition(call: Callable[..., jnp.ndarray]):
+  """A custom_partitioning partition rule that runs `call` on whole, replicated operands."""
+  def partition(mesh, arg_shapes, result_shape):
+    replicated = NamedSharding(mesh, P())
+    return mesh, call, replicated, tuple(replicated for _ in arg_shapes)
+  return partition
+
+
+@functools.lru_cache(maxsize=None)
+def _flip_kernel_op() -> Callable[[jnp.ndarray], jnp.ndarray]:
+  op = custom_partitioning(_flip_kernel_call)
+  op.def_partition(partition=_replicated_partition(_flip_kernel_call),
+                   infer_sharding_from_operands=_replicated_result,
+                   sharding_rule="h w c k -> h w k c", need_replication_factors=("h", "w", "c", "k"))
+  return op
+
+
 def _missing_jax_api() -> Optional[str]:
   """What this module needs from JAX and this version lacks (None: nothing): the FFI, pcast, and
   an abstract value's varying manual axes (the result of an FFI call inside shard_map is marked
@@ -461,9 +484,16 @@ def input_grad_stride1(dy: jnp.ndarray, kernel: jnp.ndarray, pads: Pads, dilatio
   flipped and transposed ([kh, kw, K, C]) and padding (k - 1) * dilation - pad on each side."""
   (kh, kw), (dh, dw) = kernel.shape[:2], dilation
   (top, bottom), (left, right) = pads
-  flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
+  flipped = flip_kernel(kernel)
   transposed_pads = (((kh - 1) * dh - top, (kh - 1) * dh - bottom), ((kw - 1) * dw - left, (kw - 1) * dw - right))
   return forward(dy, flipped, (1, 1), transposed_pads, dilation)
+
+
+def flip_kernel(kernel: jnp.ndarray) -> jnp.ndarray:
+  """kernel [kh, kw, C, K] f32 -> [kh, kw, K, C], taps mirrored (result[i, j, k, c] = kernel[kh-1-i,
+  kw-1-j, c, k]): the kernel of a stride-1 convolution's input gradient as a forward convolution of
+  dy (replicated: a kernel is small)."""
+  return _call_operands(_flip_kernel_op(), _flip_kernel_call, (kernel,), ())
 
 
 def channel_sums(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:

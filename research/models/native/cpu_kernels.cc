@@ -14,6 +14,7 @@
 //   research_max_pool          y  [N, OH, OW, C]   from x [N, OH * wh, OW * ww, C] (windows = strides)
 //   research_max_pool_grad     wh * ww results [N, OH, OW, C]: the gradient's piece for each window
 //                              tap, from x, y and dy [N, OH, OW, C] (see "Max pooling" below)
+//   research_flip_kernel       wt [kh, kw, K, C]   from w [kh, kw, C, K]: taps mirrored, C and K swapped
 //   research_store             y = x, any dtype and shape, y aliasing x (see "Store" below)
 //
 // The convolutions are register-blocked outer-product loops over vectors of kLanes floats (GCC vector
@@ -1032,6 +1033,72 @@ auto ConvBinding() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Kernel flip: wt [kh, kw, K, C] from w [kh, kw, C, K], wt[i][j][k][c] = w[kh-1-i][kw-1-j][c][k]: the
+// kernel that runs a stride-1 convolution's input gradient as a forward convolution of dy. Each
+// tap's C x K matrix is transposed in 8 x 8 tiles (AVX: three shuffle stages on eight registers),
+// the tasks being blocks of a tap's rows. XLA's own transpose of this read every input element
+// from a new cache line: ResNet-50's 3x3 512-channel kernels (9.4 MB) took 5.8-6.0 ms each.
+
+constexpr int64_t kFlipTile = 8;
+constexpr int64_t kFlipTaskRows = 64;
+
+// dst[c][k] = src[k][c] for one 8 x 8 tile (src rows `src_stride` floats apart, dst rows `dst_stride`).
+inline void TransposeTile(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+#if defined(__AVX__)
+  __m256 r[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * src_stride);
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  _mm256_storeu_ps(dst + 0 * dst_stride, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(dst + 1 * dst_stride, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(dst + 2 * dst_stride, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(dst + 3 * dst_stride, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(dst + 4 * dst_stride, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(dst + 5 * dst_stride, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(dst + 6 * dst_stride, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(dst + 7 * dst_stride, _mm256_permute2f128_ps(u3, u7, 0x31));
+#else
+  for (int64_t i = 0; i < kFlipTile; ++i)
+    for (int64_t j = 0; j < kFlipTile; ++j) dst[j * dst_stride + i] = src[i * src_stride + j];
+#endif
+}
+
+ffi::Error FlipKernel(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> wt) {
+  const auto dims = w.dimensions();
+  if (dims.size() != 4) return ffi::Error::InvalidArgument("flip_kernel: the kernel must be [kh, kw, C, K]");
+  const int64_t taps = dims[0] * dims[1], c = dims[2], k = dims[3];
+  const auto out = wt->dimensions();
+  if (out.size() != 4 || out[0] != dims[0] || out[1] != dims[1] || out[2] != k || out[3] != c)
+    return ffi::Error::InvalidArgument("flip_kernel: the result must be [kh, kw, K, C]");
+  const float* src = w.typed_data();
+  float* dst = wt->typed_data();
+  const int64_t blocks = CeilDiv(c, kFlipTaskRows);
+  ParallelFor(pool, taps * blocks, MaxWorkers(pool), [&](int, int64_t task) {
+    const int64_t tap = task / blocks, c_begin = task % blocks * kFlipTaskRows;
+    const int64_t c_end = std::min(c, c_begin + kFlipTaskRows);
+    const float* from = src + (taps - 1 - tap) * c * k;  // [C][K] of the mirrored tap
+    float* to = dst + tap * k * c;                       // [K][C]
+    const int64_t c_tiles = c_begin + (c_end - c_begin) / kFlipTile * kFlipTile, k_tiles = k / kFlipTile * kFlipTile;
+    for (int64_t ci = c_begin; ci < c_tiles; ci += kFlipTile)
+      for (int64_t ki = 0; ki < k_tiles; ki += kFlipTile) TransposeTile(from + ci * k + ki, k, to + ki * c + ci, c);
+    for (int64_t ci = c_begin; ci < c_end; ++ci) {  // the rest: columns past the last whole tile, rows past it
+      for (int64_t ki = ci < c_tiles ? k_tiles : 0; ki < k; ++ki) to[ki * c + ci] = from[ci * k + ki];
+    }
+  });
+  return ffi::Error::Success();
+}
+
+// ---------------------------------------------------------------------------------------------
 // Store: the identity, as a call XLA cannot fuse into (research.models.native_cpu.store). Its
 // result aliases its operand, so in the usual case there is nothing to do; where XLA gave the two
 // separate buffers, the bytes are copied in 1 MiB blocks on the pool.
@@ -1058,6 +1125,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchChannelSums, ChannelSums,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchFlipKernel, FlipKernel,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
 

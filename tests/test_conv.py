@@ -190,6 +190,17 @@ def test_native_path_runs_no_xla_convolution():
   assert hlo.count('custom_call_target="research_conv_kernel_grad"') == 1
 
 
+def test_flip_kernel_mirrors_taps_and_swaps_channels():
+  """research_flip_kernel equals numpy's flip and transpose, for channel counts that are and are not
+  whole 8 x 8 tiles (AVX tiles, scalar edges; rows past one task's 64)."""
+  assert native_cpu.available(), native_cpu.unavailable_reason()
+  rng = np.random.default_rng(5)
+  for shape in ((3, 3, 136, 72), (5, 5, 6, 16), (1, 1, 13, 70), (3, 2, 67, 9)):
+    kernel = rng.standard_normal(shape).astype(np.float32)
+    flipped = np.asarray(jax.jit(native_cpu.flip_kernel)(kernel))
+    np.testing.assert_array_equal(flipped, kernel[::-1, ::-1].transpose(0, 1, 3, 2))
+
+
 def test_native_errors_name_the_problem(monkeypatch):
   monkeypatch.setattr(native_cpu, "_load", lambda: "no compiler")
   with pytest.raises(RuntimeError, match="native.*no compiler"):

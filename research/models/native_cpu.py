@@ -412,21 +412,14 @@ def _flip_kernel_call(kernel: jnp.ndarray) -> jnp.ndarray:
   return jax.ffi.ffi_call("research_flip_kernel", jax.ShapeDtypeStruct((kh, kw, k, c), kernel.dtype))(kernel)
 
 
-def _replicated_partition(call: Callable[..., jnp.ndarray]):
-  """A custom_partitioning partition rule that runs `call` on whole, replicated operands."""
-  def partition(mesh, arg_shapes, result_shape):
-    replicated = NamedSharding(mesh, P())
-    return mesh, call, replicated, tuple(replicated for _ in arg_shapes)
-  return partition
+def _flip_kernel_partition(mesh, arg_shapes, result_shape):
+  replicated = NamedSharding(mesh, P())
+  return mesh, _flip_kernel_call, replicated, (replicated,)
 
 
-@functools.lru_cache(maxsize=None)
-def _flip_kernel_op() -> Callable[[jnp.ndarray], jnp.ndarray]:
-  op = custom_partitioning(_flip_kernel_call)
-  op.def_partition(partition=_replicated_partition(_flip_kernel_call),
-                   infer_sharding_from_operands=_replicated_result,
-                   sharding_rule="h w c k -> h w k c", need_replication_factors=("h", "w", "c", "k"))
-  return op
+_flip_kernel_op = custom_partitioning(_flip_kernel_call)
+_flip_kernel_op.def_partition(partition=_flip_kernel_partition, infer_sharding_from_operands=_replicated_result,
+                              sharding_rule="h w c k -> h w k c", need_replication_factors=("h", "w", "c", "k"))
 
 
 def _missing_jax_api() -> Optional[str]:
@@ -491,9 +484,9 @@ def input_grad_stride1(dy: jnp.ndarray, kernel: jnp.ndarray, pads: Pads, dilatio
 
 def flip_kernel(kernel: jnp.ndarray) -> jnp.ndarray:
   """kernel [kh, kw, C, K] f32 -> [kh, kw, K, C], taps mirrored (result[i, j, k, c] = kernel[kh-1-i,
-  kw-1-j, c, k]): the kernel of a stride-1 convolution's input gradient as a forward convolution of
-  dy (replicated: a kernel is small)."""
-  return _call_operands(_flip_kernel_op(), _flip_kernel_call, (kernel,), ())
+  kw-1-j, c, k]): the kernel that runs a convolution's input gradient as a forward convolution of
+  dy, dilated by the strides where they are > 1 (replicated: a kernel is small)."""
+  return _call_operands(_flip_kernel_op, _flip_kernel_call, (kernel,), ())
 
 
 def channel_sums(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:

@@ -1034,7 +1034,8 @@ auto ConvBinding() {
 
 // ---------------------------------------------------------------------------------------------
 // Kernel flip: wt [kh, kw, K, C] from w [kh, kw, C, K], wt[i][j][k][c] = w[kh-1-i][kw-1-j][c][k]: the
-// kernel that runs a stride-1 convolution's input gradient as a forward convolution of dy. Each
+// kernel that runs a convolution's input gradient as a forward convolution of dy (dilated by the
+// strides where they are > 1). Each
 // tap's C x K matrix is transposed in 8 x 8 tiles (AVX: three shuffle stages on eight registers),
 // the tasks being blocks of a tap's rows. XLA's own transpose of this read every input element
 // from a new cache line: ResNet-50's 3x3 512-channel kernels (9.4 MB) took 5.8-6.0 ms each.

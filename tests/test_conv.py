@@ -69,6 +69,11 @@ CASES = {
     # rows): 7 rows of 7 taps, dilated rows, strided; and 2 channels x 3 taps to 16 channels.
     "gray_7x7_s2_row_rate2": ((2, 23, 21, 1), (7, 7), 8, 2, 3, (2, 1), 1),
     "two_channels_3x3_to_16": ((3, 9, 10, 2), (3, 3), 16, 1, 1, 1, 1),
+    # One input channel, forward passes with pixels in the vector lanes (UsesPixelLanes): rows of
+    # 3 vectors of 16 (blocks of 2 + 1 partial), 10 output channels in blocks of 8 + 2, strided
+    # and dilated rows; and 20 channels (8 + 8 + 4) on LeNet-5's 28-pixel rows.
+    "gray_3x5_45_wide_rows_to_10": ((2, 11, 45, 1), (3, 5), 10, (2, 1), ((1, 2), (2, 2)), (2, 1), 1),
+    "gray_5x5_28_wide_to_20": ((2, 28, 28, 1), (5, 5), 20, 1, 2, 1, 1),
 }
 
 
@@ -280,7 +285,10 @@ def test_avx2_build_matches_xla():
       rng = np.random.default_rng(0)
       worst = 0.0
       for (n, h, c, k, size, stride) in ((2, 9, 6, 16, 5, 1), (3, 10, 20, 24, 3, 1), (2, 9, 16, 40, 3, 2),
-                                         (2, 9, 24, 40, 1, 2)):  # 1x1: native kernel gradient
+                                         (2, 9, 24, 40, 1, 2),  # 1x1: native kernel gradient
+                                         # one channel: forward passes in pixel lanes (6 channels
+                                         # in one block; 10 in blocks of 6 + 4, 45-pixel rows)
+                                         (2, 28, 1, 6, 5, 1), (2, 45, 1, 10, 3, 1)):
         x = jnp.asarray(rng.standard_normal((n, h, h, c)), jnp.float32)
         w = jnp.asarray(rng.standard_normal((size, size, c, k)), jnp.float32)
         def both(impl):

@@ -178,7 +178,9 @@ def test_fast_max_pool_gradient_goes_to_the_first_maximum():
 
 
 @pytest.mark.parametrize("window,strides,padding", [((3, 3), (2, 2), ((1, 1), (1, 1))), ((3, 3), (1, 1), "SAME"),
-                                                    ((3, 3), (2, 2), "VALID"), ((2, 3), (1, 2), ((0, 1), (1, 0)))])
+                                                    ((3, 3), (2, 2), "VALID"), ((2, 3), (1, 2), ((0, 1), (1, 0))),
+                                                    ((4, 3), (3, 2), ((2, 1), (0, 2))),  # phases of 3 and 2 lengths
+                                                    ((2, 1), (3, 2), ((1, 0), (0, 0)))])  # rows and columns no tap reads
 def test_overlapping_max_pool_matches_flax_with_ties(window, strides, padding):
   """Overlapping windows (ResNet's 3x3/2 stem pool) on CPU: values equal to flax's, each window's
   gradient to its first maximum (select-and-scatter's rule); a pixel in several windows sums their

@@ -156,15 +156,18 @@ def _tap_max_bwd(window, strides, pads, residuals, dy):
   values with an iota of indices, several passes over the padded input.)"""
   x, y = residuals
   (sh, sw), (h, w) = strides, x.shape[1:3]
-  taken = jnp.zeros(y.shape, bool)
+  offsets, taps = _tap_offsets(window, strides, pads), _taps(x, window, strides, pads)
+  # Each window's first maximum, as the index of its tap (len(taps): none, a NaN window), computed
+  # once at the output's size: every tap's piece below compares with it.
+  first = jnp.full(y.shape, len(taps), jnp.int8 if len(taps) < 128 else jnp.int32)
+  for k in reversed(range(len(taps))):
+    first = jnp.where(taps[k] == y, jnp.asarray(k, first.dtype), first)
   zero = jnp.zeros((), dy.dtype)
   phases: dict[tuple[int, int], jax.Array] = {}
-  for ((qa, ra), (qb, rb)), tap in zip(_tap_offsets(window, strides, pads), _taps(x, window, strides, pads)):
-    first = (tap == y) & ~taken
-    taken = taken | first
+  for k, ((qa, ra), (qb, rb)) in enumerate(offsets):
     # Back onto phase (ra, rb) of x, whose pixel (i + qa, j + qb) the tap read at output (i, j).
     shape = (-(-(h - ra) // sh), -(-(w - rb) // sw))
-    piece = _shift(jnp.where(first, dy, zero), (-qa, -qb), shape, 0.0)
+    piece = _shift(jnp.where(first == k, dy, zero), (-qa, -qb), shape, 0.0)
     phases[ra, rb] = piece if (ra, rb) not in phases else phases[ra, rb] + piece
   # dx [:, r::sh, s::sw] = phase (r, s): each phase padded to ceil(H / sh) x ceil(W / sw), the
   # phases stacked as [N, H'', sh, W'', sw, C], reshaped and cut to H x W.

@@ -4,7 +4,8 @@ XLA:CPU's gradient of a windowed max (select-and-scatter) is about 2x slower tha
 reduction written as a reshape; for windows equal to strides with VALID padding (LeNet, VGG,
 AlexNet-style 2x2 pools) `max_pool` reshapes, otherwise it is `flax.linen.max_pool`, on CPU with a
 custom gradient for overlapping windows (`_tap_max`: ResNet's 3x3/2 stem pool at batch 8 x 224,
-forward and backward 124 -> 36 ms). The reshape
+forward and backward 124 -> 36 ms; its taps read from x's strided phases, with no padded copy of
+x, and its gradient assembled per phase). The reshape
 form's gradient is a custom_vjp that sends each window's gradient to its first maximum in
 row-major order, as select-and-scatter and torch do (autodiff of jnp.max would split it evenly
 among ties, in three passes instead of one: LeNet-5's step 7.1 -> 5.9 ms on 2 cores).

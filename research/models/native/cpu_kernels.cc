@@ -25,6 +25,7 @@
 // ymm registers, and the accumulators spill to the stack every step -- 4x slower than XLA.)
 //   forward: P output pixels of one row x V vectors of output channels accumulate in registers,
 //            one weight vector load and P broadcasts of input values per (tap, input channel);
+//            with one input channel, kLanes output pixels a vector instead ("pixel lanes");
 //   kernel gradient: CB input channels x V vectors of output channels accumulate in registers over
 //            a block of output rows, one dy load and CB broadcasts of input values per pixel.
 // A task (a block of output rows of one image) first copies the zero-padded input rows it reads
@@ -516,6 +517,7 @@ void PixelLaneForwardTask(const Geometry& g, const TaskRange& r, const float* sc
     }
   }
 }
+
 ffi::Error ConvForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                        ffi::ResultBuffer<ffi::F32> y, int64_t stride_h, int64_t stride_w, int64_t dilation_h,
                        int64_t dilation_w, int64_t pad_top, int64_t pad_left) {
@@ -718,7 +720,6 @@ void KernelGradTask(const Geometry& g, const TaskRange& r, const float* scratch,
 constexpr int64_t kKernelGradGroups = 16;
 constexpr int64_t kMinKernelGradGroups = 4;
 constexpr int64_t kPartialSumFloats = int64_t{1} << 21;
-
 
 ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                           ffi::ResultBuffer<ffi::F32> dw, int64_t stride_h, int64_t stride_w, int64_t dilation_h,

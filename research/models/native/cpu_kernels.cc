@@ -458,20 +458,21 @@ bool UsesPixelLanes(const Geometry& g) {
 
 // The block's output, out [KB][PV * kLanes] (channel-major), for the pixels whose padded input row
 // 0 starts at x (kernel row i at x + i * dh * ws) and KB output channels whose weights start at w
-// (tap stride g.k floats); the last vector loads `last_lanes` input floats, zeros after.
+// (tap stride kp floats); the last vector loads `last_lanes` input floats, zeros after.
 template <int KB, int PV>
-void PixelLaneForwardBlock(const Geometry& g, const float* x, const float* w, int last_lanes, float* out) {
+void PixelLaneForwardBlock(const Geometry& g, const float* x, const float* w, int64_t kp, int last_lanes,
+                           float* out) {
   Vec acc[KB][PV] = {};
   for (int64_t i = 0; i < g.kh; ++i) {
     const float* row = x + i * g.dh * g.ws;
-    const float* wr = w + i * g.kw * g.k;
+    const float* wr = w + i * g.kw * kp;
     for (int64_t j = 0; j < g.kw; ++j) {
       Vec xv[PV];
 #pragma GCC unroll 8
       for (int v = 0; v < PV; ++v) xv[v] = LoadLanes(row + j + v * kLanes, v == PV - 1 ? last_lanes : kLanes);
 #pragma GCC unroll 32
       for (int c = 0; c < KB; ++c) {
-        const float s = wr[j * g.k + c];
+        const float s = wr[j * kp + c];
 #pragma GCC unroll 8
         for (int v = 0; v < PV; ++v) acc[c][v] += s * xv[v];
       }
@@ -482,17 +483,18 @@ void PixelLaneForwardBlock(const Geometry& g, const float* x, const float* w, in
 }
 
 template <int PV, int KB = std::min(kMaxPixelLaneChannels, kAccumulators / PV)>
-void PixelLaneForwardDispatch(int channels, const Geometry& g, const float* x, const float* w, int last_lanes,
-                              float* out) {
+void PixelLaneForwardDispatch(int channels, const Geometry& g, const float* x, const float* w, int64_t kp,
+                              int last_lanes, float* out) {
   if constexpr (KB > 1) {
-    if (channels < KB) return PixelLaneForwardDispatch<PV, KB - 1>(channels, g, x, w, last_lanes, out);
+    if (channels < KB) return PixelLaneForwardDispatch<PV, KB - 1>(channels, g, x, w, kp, last_lanes, out);
   }
-  PixelLaneForwardBlock<KB, PV>(g, x, w, last_lanes, out);
+  PixelLaneForwardBlock<KB, PV>(g, x, w, kp, last_lanes, out);
 }
 
-// A task's output rows, from its padded input rows in scratch (image_floats apart); w [kh, kw, 1, K].
+// A task's output rows, from its padded input rows in scratch (image_floats apart) and the packed
+// weights [kh, kw, 1, kp] (ForwardTask's arguments).
 void PixelLaneForwardTask(const Geometry& g, const TaskRange& r, const float* scratch, int64_t image_floats,
-                          const float* w, float* y) {
+                          const float* w, int64_t kp, float* y) {
   const int64_t block = kPixelBlockVectors * kLanes;
   alignas(64) float out[kMaxPixelLaneChannels * kPixelBlockVectors * kLanes];
   for (int64_t i = 0; i < r.images; ++i) {
@@ -507,7 +509,7 @@ void PixelLaneForwardTask(const Geometry& g, const TaskRange& r, const float* sc
         for (int64_t k0 = 0; k0 < g.k; k0 += most) {
           const int channels = static_cast<int>(std::min(most, g.k - k0));
           WithVectors<kPixelBlockVectors>(vectors, [&](auto v) {
-            PixelLaneForwardDispatch<decltype(v)::value>(channels, g, x + p0, w + k0, last_lanes, out);
+            PixelLaneForwardDispatch<decltype(v)::value>(channels, g, x + p0, w + k0, kp, last_lanes, out);
           });
           const int64_t stride = vectors * kLanes;
           for (int64_t p = 0; p < pixels; ++p)
@@ -526,27 +528,17 @@ ffi::Error ConvForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
                                       dilation_h, dilation_w, pad_top, pad_left, &g);
       error.failure())
     return error;
-  const Tasks tasks = MakeTasks(g);
-  const float* input = x.typed_data();
-  float* out = y->typed_data();
-  if (UsesPixelLanes(g)) {
-    const int workers = static_cast<int>(std::min<int64_t>(MaxWorkers(pool), tasks.count));
-    Scratch scratch(workers, tasks.images * tasks.span * g.ws);
-    ParallelFor(pool, tasks.count, workers, [&](int worker, int64_t task) {
-      const TaskRange range = RangeOf(g, tasks, task);
-      const int64_t image_floats = CopyTaskRows(g, tasks, range, input, scratch[worker]);
-      PixelLaneForwardTask(g, range, scratch[worker], image_floats, w.typed_data(), out);
-    });
-    return ffi::Error::Success();
-  }
   // Weights with output channels padded to whole vectors: [kh, kw, c, kp].
   const int64_t kp = CeilDiv(g.k, kLanes) * kLanes;
   AlignedFloats wpack(g.kh * g.kw * g.c * kp);
   for (int64_t r = 0; r < g.kh * g.kw * g.c; ++r)
     std::memcpy(wpack.data() + r * kp, w.typed_data() + r * g.k, g.k * sizeof(float));
+  const Tasks tasks = MakeTasks(g);
   const int workers = static_cast<int>(std::min<int64_t>(MaxWorkers(pool), tasks.count));
   Scratch scratch(workers, tasks.images * tasks.span * g.ws * g.c);
-  const ForwardTaskFn forward_task = ForwardTaskFor(g);
+  const ForwardTaskFn forward_task = UsesPixelLanes(g) ? PixelLaneForwardTask : ForwardTaskFor(g);
+  const float* input = x.typed_data();
+  float* out = y->typed_data();
   ParallelFor(pool, tasks.count, workers, [&](int worker, int64_t task) {
     const TaskRange range = RangeOf(g, tasks, task);
     const int64_t image_floats = CopyTaskRows(g, tasks, range, input, scratch[worker]);

@@ -288,7 +288,9 @@ def test_avx2_build_matches_xla():
                                          (2, 9, 24, 40, 1, 2),  # 1x1: native kernel gradient
                                          # one channel: forward passes in pixel lanes (6 channels
                                          # in one block; 10 in blocks of 6 + 4, 45-pixel rows)
-                                         (2, 28, 1, 6, 5, 1), (2, 45, 1, 10, 3, 1)):
+                                         (2, 28, 1, 6, 5, 1), (2, 45, 1, 10, 3, 1),
+                                         # an RGB stem past the 32-channel limit: native forward
+                                         (2, 23, 3, 64, 7, 2)):
         x = jnp.asarray(rng.standard_normal((n, h, h, c)), jnp.float32)
         w = jnp.asarray(rng.standard_normal((size, size, c, k)), jnp.float32)
         def both(impl):
@@ -304,12 +306,18 @@ def test_avx2_build_matches_xla():
       # a pixel; 12 fit the registers), the third with a single pixel at each row's end.
       print(native_cpu.lanes(), native_cpu.library_path().name.split("_")[2], worst,
             plan(3, 128).kernel_grad, plan(3, 256).kernel_grad, plan(1, 256).kernel_grad, plan(1, 512).kernel_grad,
-            plan(5, 6).input_grad, plan(3, 16, 2).input_grad)
+            plan(5, 6).input_grad, plan(3, 16, 2).input_grad,
+            cpu_dispatch.conv_plan((8, 32, 32, 3), (7, 7, 3, 64), (2, 2), (1, 1), 1, "native").forward,
+            cpu_dispatch.conv_plan((8, 32, 32, 3), (3, 3, 3, 256), (1, 1), (1, 1), 1, "native").forward,
+            cpu_dispatch.conv_plan((8, 32, 32, 1), (5, 5, 1, 64), (1, 1), (1, 1), 1, "native").forward)
       """), RESEARCH_NATIVE_ISA="avx2")
   lanes, variant, worst, *plans = out.split()
   assert (lanes, variant) == ("8", "avx2")
   assert float(worst) < 1e-5
-  assert plans == ["native", "row_dilated", "native", "matmul", "native_scatter", "native_scatter"]
+  # RGB stems take the native forward up to 128 channels (YNNPACK's is single-threaded), one input
+  # channel keeps the tap sum.
+  assert plans == ["native", "row_dilated", "native", "matmul", "native_scatter", "native_scatter",
+                   "native", "xla", "tap_sum"]
 
 
 class _TwoConvs(nn.Module):

@@ -41,7 +41,7 @@ import jax
 IMPL_ENV_VAR = "RESEARCH_CONV_IMPL"
 IMPLS = ("auto", "xla", "cpu", "native")
 # Bumped whenever a rule below changes: part of `decisions()`.
-RULES_VERSION = 8
+RULES_VERSION = 9
 
 # The implementations resolved so far in this process (each logged once).
 _resolved: set[str] = set()
@@ -159,6 +159,12 @@ _MAX_KERNEL_GRAD_CHUNKS = 32
 # (batch 8) 9.5 vs 9.1, 512 at 7x7 12.7 vs 9.4; AVX2 build 32 at 16x16 3.4 vs 3.9, 64 at 8x8 4.4 vs
 # 3.4, 128 at 16x16 62 vs 52.
 _NATIVE_MAX_CHANNELS_WIDE, _NATIVE_MAX_CHANNELS_NARROW = 128, 32
+# Forward passes with 2-4 input channels (RGB stems) take the native kernel up to the wide limit
+# on either build: the alternative is YNNPACK's single-threaded convolution. AVX2 build, ms, native
+# vs YNNPACK: ResNet-50's 7x7/2 3 -> 64 at 224 (batch 8) 10.5 vs 21.1, AlexNet's 11x11/4 8.0 vs
+# 13.5, VGG's 3x3 3 -> 64 at 224 40 vs 66, 3x3 3 -> 64 at 32x32 (batch 128) 15.4 vs 26.3, 3 -> 128
+# 29 vs 49. One input channel keeps the tap sum, faster there (1 -> 64 5x5 at 28x28, batch 128:
+# 3.7 vs 6.3).
 # Native kernel gradients up to this many channels in and out, for 16-float vectors and narrower.
 # AVX-512 build, 3x3, batch 32: 128 ch at 28x28 26 ms vs Eigen's 48, 256 at 14x14 26 vs 32, 512 at
 # 7x7 51 vs 32. AVX2 build (a 6 x 16-float register block: a quarter of the AVX-512 block's FMAs per
@@ -213,7 +219,8 @@ def _native_plan(cin: int, cout: int, kernel_hw: tuple[int, int], strides: tuple
   native kernels lose)."""
   native = native_module()
   widest = _by_vector_width(_NATIVE_MAX_CHANNELS_WIDE, _NATIVE_MAX_CHANNELS_NARROW)
-  forward = "native" if max(cin, cout) <= widest else fallback.forward
+  few_inputs = 1 < cin <= _FEW_CHANNELS and cout <= _NATIVE_MAX_CHANNELS_WIDE
+  forward = "native" if max(cin, cout) <= widest or few_inputs else fallback.forward
   input_grad = fallback.input_grad
   if cin > 1:
     scatter = native.scatter_fits(kernel_hw, cin, dilation[1])

@@ -26,13 +26,19 @@ from absl import logging
 _RUN_ONCE_CPU = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
-@functools.lru_cache(maxsize=None)
 def _known(options: tuple) -> bool:
-  """Whether this backend's compiler accepts all of `options` ((name, value) pairs): compiles a
-  scalar negation with them, unoptimized (~10 ms)."""
+  """Whether this backend's compiler accepts all of `options` ((name, value) pairs)."""
+  return _probe(tuple(sorted({"xla_backend_optimization_level": 0, **dict(options)}.items())))
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(options: tuple) -> bool:
+  """Compiles a scalar negation with `options` (~20 ms; traced from a shape, so no array is made,
+  whose creation would compile a program of its own). The key holds the optimization level the
+  probe compiles at, so a run's train options and its run-once options (those plus level 0) share
+  one probe."""
   try:
-    jax.jit(jnp.negative).lower(jnp.zeros((), jnp.float32)).compile(
-        compiler_options={"xla_backend_optimization_level": 0, **dict(options)})
+    jax.jit(jnp.negative).lower(jax.ShapeDtypeStruct((), jnp.float32)).compile(compiler_options=dict(options))
   except jax.errors.JaxRuntimeError as e:
     if "No such compile option" in str(e):
       return False

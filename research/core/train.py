@@ -418,13 +418,14 @@ class Trainer:
     logging.info("model %s: %s parameters; %d steps, global batch %d on %d devices",
                  config.model.name, f"{count_params(self.state.params):,}", self.num_steps,
                  config.batch_size, self.mesh.devices.size)
-    # The evaluation's programs compile in a thread, started first: its tracing (Python) runs
-    # while XLA compiles the train step (native code, without the GIL), its compile beside the
-    # training steps.
+    # The evaluation's programs, then the learning-rate schedule (which the first log line reads),
+    # compile in a thread, started first: their tracing (Python) runs while XLA compiles the train
+    # step (native code, without the GIL), their compile beside the training steps.
     executor = concurrent.futures.ThreadPoolExecutor(1, "research-eval-compile")
     state_shapes = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding, weak_type=x.weak_type), self.state)
     self._eval_compiled = executor.submit(self._compile_eval_programs, state_shapes)
+    executor.submit(self.schedule, start_step)
     executor.shutdown(wait=False)
     self.checkpointer.open_in_background()  # likewise: orbax's import, before the first save
     train_step = self._compile_train_step(accum)

@@ -160,7 +160,7 @@ def test_cpu_plan_avoids_the_plain_convolution_above_16_channels():
                                       argnums=(0, 1)))(x, kernel))
   assert jaxpr.count("lhs_dilation=(2, 1)") == 3  # forward, input gradient, kernel gradient
   assert cpu_dispatch.conv_plan((40, 8, 8, 16), (3, 3, 16, 16), (1, 1), (1, 1), 1, "cpu") == \
-      cpu_dispatch.ConvPlan("xla", "xla", "chunked")
+      cpu_dispatch.ConvPlan("xla", "xla", "chunked", kept_input="matmul")
   assert cpu_dispatch.conv_plan((4, 8, 8, 1), (5, 5, 1, 6), (1, 1), (1, 1), 1, "cpu").forward == "tap_sum"
   assert cpu_dispatch.conv_plan((4, 8, 8, 32), (1, 1, 32, 64), (2, 2), (1, 1), 1, "cpu") == \
       cpu_dispatch.ConvPlan("matmul", "matmul", "matmul")
@@ -182,6 +182,25 @@ def test_native_pointwise_plan_takes_the_native_kernel_gradient():
   hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, kernel).compile().as_text()
   assert hlo.count('custom_call_target="research_conv_kernel_grad"') == 1
   assert "convolution(" not in hlo
+
+
+def test_native_plan_stores_the_input_of_an_xla_kernel_gradient():
+  """A layer too wide for the native kernel gradient keeps its input for XLA's by the native store
+  (an FFI identity: no identity matmul), with the same values and gradients as XLA's convolution."""
+  widest_grad = 256 if native_cpu.lanes() >= 16 else 128
+  cin = 2 * widest_grad
+  assert cpu_dispatch.conv_plan((2, 4, 4, cin), (3, 3, cin, 8), (1, 1), (1, 1), 1, "native").kept_input == "store"
+  assert cpu_dispatch.conv_plan((2, 4, 4, cin), (3, 3, cin, 8), (1, 1), (1, 1), 1, "cpu").kept_input == "matmul"
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, 4, 4, cin)), jnp.float32)
+  kernel = jnp.asarray(rng.standard_normal((3, 3, cin, 8)), jnp.float32)
+  grads = lambda impl: jax.grad(lambda x_, k_: jnp.sum(jnp.sin(conv2d(jnp.tanh(x_), k_, 1, 1, impl=impl))),
+                                argnums=(0, 1))
+  hlo = jax.jit(grads("native")).lower(x, kernel).compile().as_text()
+  assert 'custom_call_target="research_store"' in hlo
+  assert "dot(" not in hlo
+  for a, e in zip(jax.jit(grads("native"))(x, kernel), jax.jit(grads("xla"))(x, kernel)):
+    np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4 * float(jnp.abs(e).max()))
 
 
 def test_native_path_runs_no_xla_convolution():

@@ -160,8 +160,6 @@ def _col2im_input_grad(kernel: jnp.ndarray, dy: jnp.ndarray, x_shape: tuple[int,
 # Kernel gradients of convolutions with <= 16 channels run on chunks of this many images (see
 # cpu_dispatch: in such chunks YNNPACK declines the plain form and Eigen runs it).
 _KERNEL_GRAD_CHUNK = 16
-# Inputs with at least this many channels are stored by `_materialized` for the kernel gradient.
-_MATERIALIZE_MIN_CHANNELS = 16
 
 
 def _in_f32(fn: Callable[..., jnp.ndarray], out_dtype: Any, a: jnp.ndarray, b: jnp.ndarray, *static) -> jnp.ndarray:
@@ -248,25 +246,28 @@ def _cpu_conv(x: jnp.ndarray, kernel: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
   return _forward(x, kernel, spec)
 
 
-def _materialized(x: jnp.ndarray) -> jnp.ndarray:
-  """x [N, H, W, C] as the result of a matmul by the identity (exact for finite values), for C >= 16.
+def _kept(x: jnp.ndarray, how: str) -> jnp.ndarray:
+  """x [N, H, W, C] as the forward pass keeps it for the kernel gradient (`ConvPlan.kept_input`).
 
   The kernel gradient reads x transposed ([C, H, W, N] for Eigen). When x is the end of an
   elementwise chain -- a ResNet's residual stream, relu(bn(conv) + shortcut) block after block --
   XLA:CPU fuses the whole chain into that transpose and recomputes it there, reading every level's
-  inputs in transposed order (ResNet-20, batch 128: 160 ms of transposes per step). A matmul is
-  never fused into its consumers, so the transpose reads one stored tensor instead (39 ms); it costs
-  2 C FLOPs per element, a ninth of a 3x3 C -> C convolution's forward pass.
-  (`lax.optimization_barrier` does not do this: XLA:CPU removes barriers before fusion.)
+  inputs in transposed order (ResNet-20, batch 128: 160 ms of transposes per step). Neither a
+  matmul nor an FFI call is fused into its consumers, so the transpose reads one stored tensor
+  instead (39 ms). "matmul": a matmul by the identity (exact for finite values), 2 C FLOPs an
+  element, a ninth of a 3x3 C -> C convolution's forward pass; "store": the native store, which
+  moves nothing. (`lax.optimization_barrier` does not do this: XLA:CPU removes barriers before
+  fusion.)
   """
-  if x.shape[3] < _MATERIALIZE_MIN_CHANNELS:
-    return x
-  return lax.dot_general(x, jnp.eye(x.shape[3], dtype=x.dtype), (((3,), (0,)), ((), ())))
+  if how == "store":
+    return cpu_dispatch.native_module().store(x)
+  if how == "matmul":
+    return lax.dot_general(x, jnp.eye(x.shape[3], dtype=x.dtype), (((3,), (0,)), ((), ())))
+  return x
 
 
 def _cpu_conv_fwd(x, kernel, spec):
-  if spec.plan.kernel_grad not in ("native", "matmul"):
-    x = _materialized(x)
+  x = _kept(x, spec.plan.kept_input)
   return _forward(x, kernel, spec), (x, kernel)
 
 

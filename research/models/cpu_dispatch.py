@@ -41,7 +41,7 @@ import jax
 IMPL_ENV_VAR = "RESEARCH_CONV_IMPL"
 IMPLS = ("auto", "xla", "cpu", "native")
 # Bumped whenever a rule below changes: part of `decisions()`.
-RULES_VERSION = 9
+RULES_VERSION = 10
 
 # The implementations resolved so far in this process (each logged once).
 _resolved: set[str] = set()
@@ -133,11 +133,15 @@ class ConvPlan(NamedTuple):
   kernel_grad: "native" | "chunked" (16-image chunks of the plain convolution) | "row_dilated" |
                "matmul" (1x1: autodiff)
   split_groups: the kernel gradient is computed group by group (2-8 groups), each as kernel_grad.
+  kept_input:  how the forward pass keeps x for an XLA kernel gradient ("chunked", "row_dilated"),
+               which reads it transposed: "" (as it comes), "matmul" (the result of a matmul by the
+               identity) or "store" (research.models.native_cpu.store); see research.models.conv.
   """
   forward: str
   input_grad: str
   kernel_grad: str
   split_groups: bool = False
+  kept_input: str = ""
 
 
 # Plain convolutions with at most 16 input and output channels already run on Eigen; with at most
@@ -149,6 +153,11 @@ _COL2IM_MAX_CHANNELS = 8
 # Grouped kernel gradients: one convolution per group up to this many groups; beyond, XLA's
 # batch-group decomposition (groups x the FLOPs, as plain XLA does).
 _MAX_SPLIT_GROUPS = 8
+# XLA kernel gradients of inputs with at least this many channels read x as stored (`kept_input`):
+# as a matmul's result in the "cpu" family, by the native store in the "native" one, which moves
+# nothing where the matmul costs 2 C FLOPs an element (ResNet-50's 256- and 512-channel 3x3 layers,
+# AVX2 build: ~19 ms of identity matmuls a step).
+_KEEP_INPUT_MIN_CHANNELS = 16
 # Kernel gradients of convolutions with <= 16 channels as 16-image chunks (Eigen), at most 32 chunks.
 _KERNEL_GRAD_CHUNK = 16
 _MAX_KERNEL_GRAD_CHUNKS = 32
@@ -210,7 +219,8 @@ def _xla_only_plan(n: int, cin: int, cout: int, strides: tuple[int, int], groups
   split = 1 < groups <= _MAX_SPLIT_GROUPS
   gin, gout = (cin // groups, cout // groups) if split else (cin, cout)
   chunked = _eigen_already(gin, gout) and n <= _KERNEL_GRAD_CHUNK * _MAX_KERNEL_GRAD_CHUNKS
-  return ConvPlan(forward, input_grad, "chunked" if chunked else "row_dilated", split)
+  kept = "matmul" if cin >= _KEEP_INPUT_MIN_CHANNELS else ""
+  return ConvPlan(forward, input_grad, "chunked" if chunked else "row_dilated", split, kept)
 
 
 def _native_plan(cin: int, cout: int, kernel_hw: tuple[int, int], strides: tuple[int, int],
@@ -231,8 +241,9 @@ def _native_plan(cin: int, cout: int, kernel_hw: tuple[int, int], strides: tuple
   if input_grad in ("xla", "row_dilated"):
     input_grad += "_flipped"
   widest_grad = _by_vector_width(_NATIVE_MAX_KERNEL_GRAD_CHANNELS_WIDE, _NATIVE_MAX_KERNEL_GRAD_CHANNELS_NARROW)
-  kernel_grad = "native" if max(cin, cout) <= widest_grad else fallback.kernel_grad
-  return ConvPlan(forward, input_grad, kernel_grad)
+  if max(cin, cout) <= widest_grad:
+    return ConvPlan(forward, input_grad, "native")
+  return ConvPlan(forward, input_grad, fallback.kernel_grad, kept_input=fallback.kept_input and "store")
 
 
 def _by_vector_width(wide: int, narrow: int) -> int:

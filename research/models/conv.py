@@ -37,10 +37,12 @@ inputs accumulate in f32 and return bf16, as XLA's convolution does.
 The native path (impl "native", the default on CPU). research.models.native_cpu's FFI kernels
 (direct, register-blocked, im2col-free; built from C++ on first use) compute, for ungrouped f32
 convolutions, the forward pass and stride-1 input gradient up to 128 channels (32 with an AVX2
+build, except RGB stems' forward passes: 2-4 input channels, up to 128 output channels on either
 build; one-input-channel forward passes with output pixels in the vector lanes), the kernel
 gradient up to 256 channels (1x1 kernels: up to 1024, their forward pass and input gradient
 staying matmuls), and strided or few-channel input gradients by scatter;
-everything else -- groups, wider layers -- goes the XLA-only way above
+everything else -- groups, wider layers -- goes the XLA-only way above, with the input of an XLA
+kernel gradient kept by the native store rather than an identity matmul
 (cpu_dispatch.conv_plan says which, per layer). bf16 inputs are computed in f32 and returned as bf16.
 
 Choice of implementation: research.models.cpu_dispatch decides, per layer (`conv_plan`), from the

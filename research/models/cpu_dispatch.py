@@ -243,7 +243,9 @@ def _native_plan(cin: int, cout: int, kernel_hw: tuple[int, int], strides: tuple
   widest_grad = _by_vector_width(_NATIVE_MAX_KERNEL_GRAD_CHANNELS_WIDE, _NATIVE_MAX_KERNEL_GRAD_CHANNELS_NARROW)
   if max(cin, cout) <= widest_grad:
     return ConvPlan(forward, input_grad, "native")
-  return ConvPlan(forward, input_grad, fallback.kernel_grad, kept_input=fallback.kept_input and "store")
+  # XLA's kernel gradient: its input kept by the native store where the "cpu" plan keeps a matmul's result.
+  kept = "store" if fallback.kept_input else ""
+  return ConvPlan(forward, input_grad, fallback.kernel_grad, kept_input=kept)
 
 
 def _by_vector_width(wide: int, narrow: int) -> int:

@@ -54,6 +54,8 @@ LAYERS = {
     "resnet20_stem": Layer(128, 32, 3, 16, 3, 1, 1),
     "resnet20_3x3_16_s2": Layer(128, 32, 16, 32, 3, 2, 1),
     "resnet20_3x3_32_s2": Layer(128, 16, 32, 64, 3, 2, 1),
+    "resnet18_3x3_128_s2": Layer(128, 16, 128, 256, 3, 2, 1),
+    "resnet18_3x3_256_s2": Layer(128, 8, 256, 512, 3, 2, 1),
     "lenet_c1": Layer(128, 28, 1, 6, 5, 1, 2),
     "lenet_c3": Layer(128, 14, 6, 16, 5, 1, "VALID"),
     "resnet50_stem_7x7_s2": Layer(32, 224, 3, 64, 7, 2, 3),

@@ -62,6 +62,13 @@ CASES = {
     "3x3_4x4_136_channels": ((2, 4, 4, 136), (3, 3), 136, 1, 1, 1, 1),
     "3x3_rate2_136_to_130_pads": ((2, 7, 6, 136), (3, 3), 130, 1, ((2, 1), (0, 3)), 2, 1),
     "3x3_12_channels_s2_batch_33": ((33, 7, 7, 12), (3, 3), 16, 2, "SAME", 1, 1),
+    # Strided input gradients too wide for the scatter: one stride-1 convolution of dy per output
+    # phase ("native_phases"; "row_dilated_phases" past the native forward limit): odd sizes,
+    # stride 3 with uneven padding, a kernel smaller than the stride (phases with no taps).
+    "3x3_s2_odd_48_to_40_phases": ((2, 11, 9, 48), (3, 3), 40, 2, 1, 1, 1),
+    "5x4_s3x2_pads_phases": ((2, 13, 11, 40), (5, 4), 24, (3, 2), ((2, 0), (1, 3)), 1, 1),
+    "2x2_s3_phases_without_taps": ((2, 10, 9, 64), (2, 2), 24, 3, ((0, 1), (1, 0)), 1, 1),
+    "3x3_s2_136_channels_phases": ((2, 7, 8, 136), (3, 3), 136, 2, "SAME", 1, 1),
     "3x3_groups2_batch_20": ((20, 5, 5, 16), (3, 3), 16, 1, 1, 1, 2),
     "gray_3x3_s2_rate2": ((2, 11, 10, 1), (3, 3), 20, 2, "SAME", 2, 1),
     "few_channels_5x3_s2_rate2_pads": ((2, 13, 12, 6), (5, 3), 20, (2, 1), ((2, 1), (-1, 3)), (1, 2), 1),
@@ -203,6 +210,21 @@ def test_native_plan_stores_the_input_of_an_xla_kernel_gradient():
     np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4 * float(jnp.abs(e).max()))
 
 
+def test_native_strided_input_gradient_runs_by_phases():
+  """Speed guard: a strided layer too wide for the scatter computes its input gradient as stride-1
+  convolutions of dy, one per output phase, on the native forward kernel (or Eigen's row-dilated
+  convolution past its limit): no transposed convolution that dilates dy by the strides."""
+  widest = 128 if native_cpu.lanes() >= 16 else 32
+  plan = lambda c: cpu_dispatch.conv_plan((4, 8, 8, c), (3, 3, c, c), (2, 2), (1, 1), 1, "native")
+  assert (plan(24).input_grad, plan(2 * widest).input_grad) == ("native_phases", "row_dilated_phases")
+  x, kernel = jnp.ones((4, 8, 8, 24)), jnp.ones((3, 3, 24, 24))
+  loss = lambda x_, k_: jnp.sum(conv2d(x_, k_, 2, 1, impl="native") ** 2)
+  hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, kernel).compile().as_text()
+  assert "convolution(" not in hlo and "lhs_dilate" not in hlo
+  # The forward pass and the four phases (2x2, 2x1, 1x2 and 1x1 taps of the 3x3 kernel).
+  assert hlo.count('custom_call_target="research_conv_forward"') == 5
+
+
 def test_native_path_runs_no_xla_convolution():
   """Speed guard: with the native kernels, a stride-1 3x3 layer's forward pass and both gradients are
   FFI calls; XLA computes no convolution."""
@@ -309,7 +331,10 @@ def test_avx2_build_matches_xla():
                                          # in one block; 10 in blocks of 6 + 4, 45-pixel rows)
                                          (2, 28, 1, 6, 5, 1), (2, 45, 1, 10, 3, 1),
                                          # an RGB stem past the 32-channel limit: native forward
-                                         (2, 23, 3, 64, 7, 2)):
+                                         (2, 23, 3, 64, 7, 2),
+                                         # strided, too wide for the scatter: input gradients by
+                                         # phases, on the native forward kernel and on Eigen's
+                                         (2, 9, 24, 32, 3, 2), (2, 9, 40, 24, 3, 2)):
         x = jnp.asarray(rng.standard_normal((n, h, h, c)), jnp.float32)
         w = jnp.asarray(rng.standard_normal((size, size, c, k)), jnp.float32)
         def both(impl):
@@ -325,7 +350,7 @@ def test_avx2_build_matches_xla():
       # a pixel; 12 fit the registers), the third with a single pixel at each row's end.
       print(native_cpu.lanes(), native_cpu.library_path().name.split("_")[2], worst,
             plan(3, 128).kernel_grad, plan(3, 256).kernel_grad, plan(1, 256).kernel_grad, plan(1, 512).kernel_grad,
-            plan(5, 6).input_grad, plan(3, 16, 2).input_grad,
+            plan(5, 6).input_grad, plan(3, 16, 2).input_grad, plan(3, 32, 2).input_grad, plan(3, 40, 2).input_grad,
             cpu_dispatch.conv_plan((8, 32, 32, 3), (7, 7, 3, 64), (2, 2), (1, 1), 1, "native").forward,
             cpu_dispatch.conv_plan((8, 32, 32, 3), (3, 3, 3, 256), (1, 1), (1, 1), 1, "native").forward,
             cpu_dispatch.conv_plan((8, 32, 32, 1), (5, 5, 1, 64), (1, 1), (1, 1), 1, "native").forward)
@@ -336,7 +361,7 @@ def test_avx2_build_matches_xla():
   # RGB stems take the native forward up to 128 channels (YNNPACK's is single-threaded), one input
   # channel keeps the tap sum.
   assert plans == ["native", "row_dilated", "native", "matmul", "native_scatter", "native_scatter",
-                   "native", "xla", "tap_sum"]
+                   "native_phases", "row_dilated_phases", "native", "xla", "tap_sum"]
 
 
 class _TwoConvs(nn.Module):

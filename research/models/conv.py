@@ -40,7 +40,8 @@ convolutions, the forward pass and stride-1 input gradient up to 128 channels (3
 build, except RGB stems' forward passes: 2-4 input channels, up to 128 output channels on either
 build; one-input-channel forward passes with output pixels in the vector lanes), the kernel
 gradient up to 256 channels (1x1 kernels: up to 1024, their forward pass and input gradient
-staying matmuls), and strided or few-channel input gradients by scatter;
+staying matmuls), strided or few-channel input gradients by scatter, and strided ones too wide
+for it as one stride-1 convolution of dy per output phase (`_phase_input_grad`);
 everything else -- groups, wider layers -- goes the XLA-only way above, with the input of an XLA
 kernel gradient kept by the native store rather than an identity matmul
 (cpu_dispatch.conv_plan says which, per layer). bf16 inputs are computed in f32 and returned as bf16.
@@ -200,6 +201,8 @@ def _input_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec: _Spe
     return _col2im_input_grad(kernel, dy, x.shape, spec)
   if how in ("xla_flipped", "row_dilated_flipped"):
     return _flipped_input_grad(x, kernel, dy, spec)
+  if how in ("native_phases", "row_dilated_phases"):
+    return _phase_input_grad(x, kernel, dy, spec)
   conv = {"xla": _xla_conv, "row_dilated": _row_dilated_conv, "matmul": _forward}[how]
   return jax.linear_transpose(lambda x_: conv(x_, kernel, spec), x)(dy)[0]
 
@@ -220,6 +223,53 @@ def _flipped_input_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, sp
     return _row_dilated_conv(dy, flipped, spec._replace(pads=tuple(pads)))
   return lax.conv_general_dilated(dy, flipped, (1, 1), pads, lhs_dilation=spec.strides, rhs_dilation=spec.dilation,
                                   dimension_numbers=_DIMENSION_NUMBERS)
+
+
+def _phase_input_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
+  """dL/dx [N, H, W, C_in] of a strided, undilated, ungrouped convolution as sh * sw stride-1
+  convolutions of dy, one per output phase, interleaved.
+
+  Along one axis (stride s, padding P before, k taps): input element i = a + s * q (phase a in
+  [0, s)) receives dy[o] * w[t] for o * s + t - P = i, i.e. the taps t = r + s * m with
+  r = (a + P) mod s, from dy[q + (a + P) // s - m]: a stride-1 convolution of dy with the
+  ceil((k - r) / s) taps r, r + s, ... mirrored, which are every s-th tap of the flipped kernel from
+  (k - 1 - r) mod s on. The phases together do the forward pass's FLOPs, where the transposed
+  convolution (dy dilated by the strides) multiplies s^2 times as many, most of them by zeros:
+  ResNet-18's 3x3 64 -> 128 stride-2 layer at 32x32 (batch 128) took 74-88 ms that way, 4-5 times
+  its forward pass. Each phase runs on the native forward kernel ("native_phases") or Eigen's
+  row-dilated convolution ("row_dilated_phases", wider layers); the result is H and W rounded up
+  to whole strides, interleaved by one reshape, then cut to x's size.
+  """
+  flipped = cpu_dispatch.native_module().flip_kernel(kernel.astype(jnp.float32)).astype(kernel.dtype)
+  n, c = x.shape[0], x.shape[3]
+  axes = []  # per axis: for each phase a, (first flipped tap, taps, padding before, padding after)
+  for size, k, s, (low, _), out in zip(x.shape[1:3], kernel.shape[:2], spec.strides, spec.pads, dy.shape[1:3]):
+    blocks = -(-size // s)
+    phases = []
+    for a in range(s):
+      r, q0 = (a + low) % s, (a + low) // s
+      taps = -(-(k - r) // s) if r < k else 0
+      before = taps - 1 - q0
+      phases.append(((k - 1 - r) % s, taps, before, blocks + taps - 1 - out - before))
+    axes.append((blocks, phases))
+  (rows, row_phases), (cols, col_phases) = axes
+  native_forward = spec.plan.input_grad == "native_phases"
+  pieces = []
+  for first_i, taps_i, top, bottom in row_phases:
+    for first_j, taps_j, left, right in col_phases:
+      if taps_i == 0 or taps_j == 0:
+        pieces.append(jnp.zeros((n, rows, cols, c), dy.dtype))
+        continue
+      sub = flipped[first_i::spec.strides[0], first_j::spec.strides[1]]
+      pads = ((top, bottom), (left, right))
+      if native_forward:
+        pieces.append(_in_f32(cpu_dispatch.native_module().forward, dy.dtype, dy, sub, (1, 1), pads, (1, 1)))
+      else:
+        pieces.append(_row_dilated_conv(dy, sub, _Spec((1, 1), pads, (1, 1), 1, spec.plan)))
+  sh, sw = spec.strides
+  grid = jnp.stack(pieces).reshape(sh, sw, n, rows, cols, c)
+  dx = grid.transpose(2, 3, 0, 4, 1, 5).reshape(n, rows * sh, cols * sw, c)
+  return dx[:, :x.shape[1], :x.shape[2]]
 
 
 def _kernel_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec: _Spec) -> jnp.ndarray:

@@ -41,7 +41,7 @@ import jax
 IMPL_ENV_VAR = "RESEARCH_CONV_IMPL"
 IMPLS = ("auto", "xla", "cpu", "native")
 # Bumped whenever a rule below changes: part of `decisions()`.
-RULES_VERSION = 10
+RULES_VERSION = 11
 
 # The implementations resolved so far in this process (each logged once).
 _resolved: set[str] = set()
@@ -128,7 +128,9 @@ class ConvPlan(NamedTuple):
                "row_dilated" (rows dilated by 2 so that XLA:CPU runs Eigen) | "matmul" (1x1)
   input_grad:  "native_scatter" | "native_stride1" | "col2im" | "xla" (transpose of the plain
                convolution) | "row_dilated" | "xla_flipped" / "row_dilated_flipped" (those as
-               forward convolutions of dy with the native kernel's flip of the kernel) | "matmul"
+               forward convolutions of dy with the native kernel's flip of the kernel) |
+               "native_phases" / "row_dilated_phases" (strided: one stride-1 convolution of dy per
+               output phase, on the native forward kernel or Eigen's, interleaved) | "matmul"
                (1x1: autodiff)
   kernel_grad: "native" | "chunked" (16-image chunks of the plain convolution) | "row_dilated" |
                "matmul" (1x1: autodiff)
@@ -195,6 +197,12 @@ _NATIVE_MAX_POINTWISE_GRAD_CHANNELS_WIDE, _NATIVE_MAX_POINTWISE_GRAD_CHANNELS_NA
 # Scatter input gradients (native_cpu.input_grad) when strided or with fewer input channels than
 # this (ResNet-20's 16 -> 32 stride-2 layer 4.7 -> 2.1 ms, LeNet's 6-channel layer 1.1 -> 0.5 ms).
 _NATIVE_INPUT_GRAD_MIN_CHANNELS = 16
+# Strided input gradients the scatter does not take (wider than ~20 channels for 3x3): by phases
+# (conv._phase_input_grad), the forward pass's FLOPs, instead of the transposed convolution of dy
+# dilated by the strides (stride^2 times as many). 2-core Xeon, ms, phases vs before, batch 128:
+# 3x3/2 64 -> 128 at 32x32 36-42 vs 75-81 (AVX2 build 43 vs 73), 128 -> 256 at 16x16 18-20 vs
+# 41-43, 256 -> 512 at 8x8 17-21 vs 19-22; ResNet-50's (batch 8) 128, 256 and 512-channel ones 7.6
+# vs 9.9-11.6, 7.2-8.6 vs 9.1, 8.6-10 vs 10.8-11.1.
 
 _decisions: dict[str, dict[str, Any]] = {}
 
@@ -238,6 +246,8 @@ def _native_plan(cin: int, cout: int, kernel_hw: tuple[int, int], strides: tuple
       input_grad = "native_scatter"
     elif strides == (1, 1) and max(cin, cout) <= widest:
       input_grad = "native_stride1"
+    elif strides != (1, 1) and dilation == (1, 1):
+      input_grad = "native_phases" if max(cin, cout) <= widest else "row_dilated_phases"
   if input_grad in ("xla", "row_dilated"):
     input_grad += "_flipped"
   widest_grad = _by_vector_width(_NATIVE_MAX_KERNEL_GRAD_CHANNELS_WIDE, _NATIVE_MAX_KERNEL_GRAD_CHANNELS_NARROW)

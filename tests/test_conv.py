@@ -139,7 +139,8 @@ def test_cpu_path_matches_lax_conv(name: str):
       np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5 * np.abs(e).max(), err_msg=f"{impl}: {what}")
 
 
-@pytest.mark.parametrize("name", ["lenet_c1_5x5_valid", "lenet_c3_5x5_valid", "3x3_p1_s2", "1x1_s2", "3x3_p1_s1"])
+@pytest.mark.parametrize("name", ["lenet_c1_5x5_valid", "lenet_c3_5x5_valid", "3x3_p1_s2", "1x1_s2", "3x3_p1_s1",
+                                  "3x3_s2_odd_48_to_40_phases", "3x3_s2_136_channels_phases"])
 def test_bf16_cpu_paths_match_f32_reference(name: str):
   """bf16 in, bf16 out, f32 accumulation: as close to the f32 result as XLA's own bf16 convolution."""
   _, _, _, strides, padding, dilation, groups = CASES[name]

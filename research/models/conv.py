@@ -207,13 +207,19 @@ def _input_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec: _Spe
   return jax.linear_transpose(lambda x_: conv(x_, kernel, spec), x)(dy)[0]
 
 
+def _flipped_kernel(kernel: jnp.ndarray) -> jnp.ndarray:
+  """kernel [kh, kw, C_in, C_out] -> [kh, kw, C_out, C_in], taps mirrored, by the native kernel
+  (computed in f32, returned in kernel's dtype)."""
+  return cpu_dispatch.native_module().flip_kernel(kernel.astype(jnp.float32)).astype(kernel.dtype)
+
+
 def _flipped_input_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
   """dL/dx [N, H, W, C_in] as the forward convolution of dy with the kernel flipped by the native
   kernel ([kh, kw, C_out, C_in], taps mirrored), ungrouped: stride 1 row-dilated (Eigen), strided
   with dy dilated by the strides, as JAX's transpose of `_xla_conv` / `_row_dilated_conv` but without
   XLA's flip of the kernel, which read every element from a new cache line (ResNet-50's 3x3
   512-channel kernels: 5.8-6.0 ms each against 0.6 ms)."""
-  flipped = cpu_dispatch.native_module().flip_kernel(kernel.astype(jnp.float32)).astype(kernel.dtype)
+  flipped = _flipped_kernel(kernel)
   pads = []
   for size, k, stride, dilation, (low, _), out in zip(x.shape[1:3], kernel.shape[:2], spec.strides,
                                                       spec.dilation, spec.pads, dy.shape[1:3]):
@@ -240,7 +246,7 @@ def _phase_input_grad(x: jnp.ndarray, kernel: jnp.ndarray, dy: jnp.ndarray, spec
   row-dilated convolution ("row_dilated_phases", wider layers); the result is H and W rounded up
   to whole strides, interleaved by one reshape, then cut to x's size.
   """
-  flipped = cpu_dispatch.native_module().flip_kernel(kernel.astype(jnp.float32)).astype(kernel.dtype)
+  flipped = _flipped_kernel(kernel)
   n, c = x.shape[0], x.shape[3]
   axes = []  # per axis: for each phase a, (first flipped tap, taps, padding before, padding after)
   for size, k, s, (low, _), out in zip(x.shape[1:3], kernel.shape[:2], spec.strides, spec.pads, dy.shape[1:3]):

@@ -4,6 +4,7 @@
   python scripts/bench_conv.py --layers resnet_3x3_64 lenet_c1 --reps 5
   python scripts/bench_conv.py --list
   python scripts/bench_conv.py --resnet50             # every ResNet-50 layer, summed over the network
+                                                      # (the steps, and each op on its own)
 
 For each layer it times, in milliseconds (best of --reps after one warm-up call):
   fwd     y = conv(x, kernel)
@@ -209,14 +210,15 @@ def main() -> None:
   if torch_note and "not installed" not in torch_note:
     header += f" {'torch':>9s} {'torch/' + impls[-1]:>12s}"
   print(header)
-  totals = [0.0] * (len(impls) + 1)
+  totals = [dict.fromkeys(OPS, 0.0) for _ in range(len(impls) + 1)]  # per implementation, per op
   for name in args.layers:
     layer = LAYERS[name]
     timings = [jax_timings(layer, impl, args.reps) for impl in impls]
     torch_ms = None if args.no_torch else torch_timings(layer, args.reps)
     count = RESNET50[name][1] if args.resnet50 else 1
     for i, t in enumerate(timings + ([torch_ms] if torch_ms else [])):
-      totals[i] += count * t["step"]
+      for op in OPS:
+        totals[i][op] += count * t[op]
     for op in OPS:
       best = timings[-1][op]
       row = f"{name:22s} {op:6s}" + "".join(f" {1e3 * t[op]:9.2f}" for t in timings)
@@ -225,9 +227,11 @@ def main() -> None:
         row += f" {1e3 * torch_ms[op]:9.2f} {torch_ms[op] / best:11.2f}x"
       print(row, flush=True)
   if args.resnet50:
-    names = impls + (["torch"] if not args.no_torch and totals[-1] else [])
+    names = impls + (["torch"] if not args.no_torch and totals[-1]["step"] else [])
     print("ResNet-50 convolution steps summed over the network (ms): " +
-          ", ".join(f"{n} {1e3 * t:.0f}" for n, t in zip(names, totals)))
+          ", ".join(f"{n} {1e3 * t['step']:.0f}" for n, t in zip(names, totals)))
+    for op in OPS[:-1]:
+      print(f"  {op} summed: " + ", ".join(f"{n} {1e3 * t[op]:.0f}" for n, t in zip(names, totals)))
 
 
 if __name__ == "__main__":

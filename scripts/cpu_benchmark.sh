@@ -10,7 +10,8 @@
 #
 # Ours and PyTorch's steps are timed in alternation in one process (benchmark.py --rounds, medians).
 # The header says the CPU, its vector instruction sets, PyTorch's kernel ISA, the native kernel build
-# ($RESEARCH_NATIVE_ISA), $RESEARCH_CONV_IMPL and the load average. Run it on a quiet machine.
+# ($RESEARCH_NATIVE_ISA), $RESEARCH_CONV_IMPL, the load average and the huge-page setting
+# (research/host_memory.py). Run it on a quiet machine.
 # With RESEARCH_NATIVE_ISA=avx2 PyTorch is restricted to AVX2 as well (ATEN_CPU_CAPABILITY,
 # ONEDNN_MAX_CPU_ISA), as on an AVX2-only CPU; set them to compare against its AVX-512 kernels.
 set -euo pipefail
@@ -40,6 +41,9 @@ isa=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx|avx2|avx512
 echo "CPU: ${cpu:-unknown} ($(nproc) cores); vector ISA: ${isa:-none listed}"
 echo "native build: RESEARCH_NATIVE_ISA=${RESEARCH_NATIVE_ISA:-native}; RESEARCH_CONV_IMPL=${RESEARCH_CONV_IMPL:-auto};" \
   "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+# research.host_memory: the benchmark restarts itself with malloc's huge pages where THP is "madvise".
+thp=$(sed -n 's/.*\[\(.*\)\].*/\1/p' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || true)
+echo "transparent huge pages: ${thp:-unknown}; RESEARCH_HUGE_PAGES=${RESEARCH_HUGE_PAGES:-1}"
 if [[ $WHAT == torch || $WHAT == all ]]; then
   # PyTorch's kernels (AVX512, AVX2, ...). The AVX2 build stands in for an AVX2-only CPU, where
   # PyTorch runs AVX2 kernels too: restrict them the same way unless the caller chose otherwise.

@@ -16,14 +16,14 @@ LeNet-5 4.75/5.32 -> 4.30/5.22; a whole ResNet-50 benchmark run 3.92M -> 0.44M m
 RESEARCH_HUGE_PAGES=0 turns it off; it changes nothing where THP is "always" (already huge) or
 "never", on other C libraries, or when GLIBC_TUNABLES already sets the tunable.
 
-Why. Each run of a compiled XLA:CPU program allocates its temporary buffers as one block and frees
-it when the run ends (ResNet-20 at batch 128: a 301 MB block per training step). glibc's malloc
-serves a block that large with a fresh `mmap` and returns it with `munmap`, and each thread of
-XLA's pool allocates from an arena of its own where that is always so. Every step then
-page-faults the whole block in again: 93k minor page faults per ResNet-20 step, ~45 ms of a 280 ms
-step on a 2-core machine (`/usr/bin/time -v` shows the fault count).
+Keeping freed blocks (opt-in). Why: each run of a compiled XLA:CPU program allocates its temporary
+buffers as one block and frees it when the run ends (ResNet-20 at batch 128: a 301 MB block per
+training step). glibc's malloc serves a block that large with a fresh `mmap` and returns it with
+`munmap`, and each thread of XLA's pool allocates from an arena of its own where that is always
+so. Every step then page-faults the whole block in again: 93k minor page faults per ResNet-20
+step, ~45 ms of a 280 ms step on a 2-core machine (`/usr/bin/time -v` shows the fault count).
 
-What. `retain_freed_memory()` tells glibc (`mallopt`) to use one arena for all threads
+What: `retain_freed_memory()` tells glibc (`mallopt`) to use one arena for all threads
 (M_ARENA_MAX 1), to take no block from `mmap` (M_MMAP_MAX 0) and to hand freed heap back to the
 system only above 2 GiB (M_TRIM_THRESHOLD): the next step reuses the pages of the last one. It is
 opt-in, RESEARCH_RETAIN_FREED_MEMORY=1, applied when `research` is imported (before XLA starts its

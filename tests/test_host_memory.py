@@ -39,18 +39,10 @@ def _second_touch_page_faults(retain: bool) -> int:
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_freed_block_is_reused_without_page_faults():
   pages = (256 << 20) // os.sysconf("SC_PAGE_SIZE")
-  if not _transparent_huge_pages_always():
+  if host_memory._transparent_huge_pages() != "always":
     # glibc's default: a 256 MiB block is a fresh mmap each time, every page faulted in again.
     assert _second_touch_page_faults(retain=False) > pages // 2
   assert _second_touch_page_faults(retain=True) < pages // 100
-
-
-def _transparent_huge_pages_always() -> bool:
-  try:
-    with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-      return "[always]" in f.read()
-  except OSError:
-    return False
 
 
 def test_off_unless_asked_for(monkeypatch):

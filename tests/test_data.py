@@ -125,6 +125,19 @@ def test_philox_first_block_and_draws_equal_numpys_generators():
   assert rejected.tolist() == [True, False]
 
 
+def test_example_rngs_window_gives_the_direct_first_blocks():
+  """ExampleRngs.first_block's window of precomputed positions: batches inside it, across its end,
+  before its start and scattered ones equal philox.first_block of those positions alone."""
+  from research.data import philox
+  rngs, key = pipeline.ExampleRngs(4), philox.key_of(4)
+  w = pipeline.FIRST_BLOCK_WINDOW
+  for positions in (np.arange(0, 128), np.arange(128, 256), np.arange(w - 64, w + 64), np.arange(5, 9),
+                    np.array([w + 3, w + 1]), np.array([0, 3 * w]), np.zeros(0, np.int64)):
+    got, want = rngs.first_block(positions), philox.first_block(key, positions)
+    for g, x in zip(got, want):
+      np.testing.assert_array_equal(g, x)
+
+
 @pytest.mark.parametrize("augment", [("crop",), ("crop", "flip"), ("flip",)])
 def test_vectorized_classification_batches_equal_per_example_ones(data_dir, augment, monkeypatch):
   """ClassificationTask.preprocess_train_batch (in-memory sources) gives the arrays of

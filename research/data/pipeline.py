@@ -106,6 +106,9 @@ class _EpochShuffled:
     return out
 
 
+FIRST_BLOCK_WINDOW = 2048  # stream positions whose first Philox block `ExampleRngs` computes at once
+
+
 class ExampleRngs:
   """The augmentation RNG of stream element i: numpy's Philox keyed by `seed`, counter
   [0, 0, 0, i] (the derivation Grain's `random_map` uses, so the draws are the same as with it).
@@ -115,6 +118,7 @@ class ExampleRngs:
   def __init__(self, seed: int):
     self.seed = seed
     self._local = threading.local()
+    self._window: tuple[int, tuple[np.ndarray, ...]] = (0, (np.zeros(0, np.uint64),) * 4)
 
   def __reduce__(self):
     return (ExampleRngs, (self.seed,))
@@ -131,10 +135,26 @@ class ExampleRngs:
     return local.rng
 
   def first_block(self, positions: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The first 4 uint64 outputs of the RNG of each stream position (research.data.philox)."""
+    """The first 4 uint64 outputs of the RNG of each stream position (research.data.philox).
+
+    Computed for a window of FIRST_BLOCK_WINDOW consecutive positions from the lowest one asked
+    for, and looked up there while later calls stay inside it: numpy's cost is per operation at
+    these sizes, so 2,048 positions cost 0.41 ms against 0.21 for 128 (one batch of the default
+    job), and a training loop's next 15 batches are then a look-up."""
+    positions = np.asarray(positions, np.int64)
+    if not positions.size:
+      return (np.zeros(0, np.uint64),) * 4
     if not hasattr(self, "_key"):
       self._key = philox.key_of(self.seed)
-    return philox.first_block(self._key, positions)
+    start, words = self._window  # one attribute: reader threads see a whole window or the old one
+    low, high = int(positions.min()), int(positions.max())
+    if high - low >= FIRST_BLOCK_WINDOW:  # scattered positions: those alone
+      return philox.first_block(self._key, positions)
+    if low < start or high >= start + len(words[0]):
+      start = low
+      words = philox.first_block(self._key, np.arange(low, low + FIRST_BLOCK_WINDOW, dtype=np.int64))
+      self._window = (start, words)
+    return tuple(w[positions - start] for w in words)
 
 
 class _TrainBatches:

@@ -17,6 +17,7 @@ commands (research/cli) that touches absl's flag state.
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
 import sys
 import threading
@@ -99,6 +100,8 @@ class _EpochShuffled:
   def source_indices(self, positions: np.ndarray) -> np.ndarray:
     """The source index of each stream position (int [b], ascending, spanning at most a few epochs)."""
     epochs, offsets = np.divmod(positions, self.n)
+    if epochs[0] == epochs[-1]:  # one epoch (most batches)
+      return self._permutation(int(epochs[0]))[offsets]
     out = np.empty_like(positions)
     for epoch in np.unique(epochs):
       where = epochs == epoch
@@ -212,6 +215,10 @@ def train_batches(source: Any, preprocess: TrainPreprocess, local_batch_size: in
   batches = _TrainBatches(_EpochShuffled(source, seed), preprocess, seed + 1,
                           local_batch_size * jax.process_count(), local_batch_size, jax.process_index(),
                           preprocess_batch)
+  if num_workers == 0 and _in_memory(source):
+    # Read in this thread, as Grain without workers would (`_to_iter`), without its per-element
+    # bookkeeping: 37 us of the default job's 110 us a batch.
+    return (batches[k] for k in itertools.count(start_batch))
   return iter(_to_iter(_grain().MapDataset.source(batches)[start_batch:], num_workers, _in_memory(source)))
 
 

@@ -81,6 +81,11 @@ CASES = {
     # and dilated rows; and 20 channels (8 + 8 + 4) on LeNet-5's 28-pixel rows.
     "gray_3x5_45_wide_rows_to_10": ((2, 11, 45, 1), (3, 5), 10, (2, 1), ((1, 2), (2, 2)), (2, 1), 1),
     "gray_5x5_28_wide_to_20": ((2, 28, 28, 1), (5, 5), 20, 1, 2, 1, 1),
+    # Kernel gradients in pixel lanes with the AVX-512 build (native_cpu.kernel_grad_in_pixel_lanes;
+    # some cases above take them too): LeNet-5's first layer (28-pixel rows: a vector and a masked
+    # one, 6 channels), and rows of 7 taps (the most) to 5 channels in blocks of 3 + 2.
+    "lenet_c1_28_wide_kernel_grad_lanes": ((3, 32, 32, 1), (5, 5), 6, 1, "VALID", 1, 1),
+    "gray_7x7_34_wide_to_5_kernel_grad_lanes": ((2, 12, 34, 1), (7, 7), 5, 1, 3, 1, 1),
 }
 
 
@@ -331,6 +336,9 @@ def test_avx2_build_matches_xla():
                                          # one channel: forward passes in pixel lanes (6 channels
                                          # in one block; 10 in blocks of 6 + 4, 45-pixel rows)
                                          (2, 28, 1, 6, 5, 1), (2, 45, 1, 10, 3, 1),
+                                         # kernel gradients in pixel lanes: 2 channels (28-pixel
+                                         # rows: 4 vectors of 8, the last masked), 3 channels
+                                         (2, 28, 1, 2, 5, 1), (2, 19, 1, 3, 7, 1),
                                          # an RGB stem past the 32-channel limit: native forward
                                          (2, 23, 3, 64, 7, 2),
                                          # strided, too wide for the scatter: input gradients by

@@ -7,6 +7,8 @@
 //
 //   research_conv_forward      y  [N, OH, OW, K]   from x [N, H, W, C] and w [kh, kw, C, K]
 //   research_conv_kernel_grad  dw [kh, kw, C, K]  from x [N, H, W, C] and dy [N, OH, OW, K]
+//   research_conv_kernel_grad_lanes  the same for C = 1 from x and dy transposed, [N, K, OH, OW]
+//                              (pixels in the vector lanes; see "Kernel gradient in pixel lanes")
 //   research_conv_input_grad   dx [N, H, W, C]     from dy [N, OH, OW, K] and w [kh, kw, C, K] (scatter;
 //                              kernel rows of kw * C floats, each rounded up to whole vectors, at
 //                              most ResearchMaxScatterFloats() in all)
@@ -27,7 +29,8 @@
 //            one weight vector load and P broadcasts of input values per (tap, input channel);
 //            with one input channel, kLanes output pixels a vector instead ("pixel lanes");
 //   kernel gradient: CB input channels x V vectors of output channels accumulate in registers over
-//            a block of output rows, one dy load and CB broadcasts of input values per pixel.
+//            a block of output rows, one dy load and CB broadcasts of input values per pixel; with
+//            one input channel and few output channels, kLanes output pixels a vector instead.
 // A task (a block of output rows of one image) first copies the zero-padded input rows it reads
 // to per-thread scratch. Tasks run on XLA's intra-op thread pool. The kernel gradient sums its
 // tasks in a fixed number of groups, each in order, and adds the groups in order: results do not

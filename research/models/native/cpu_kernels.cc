@@ -811,6 +811,16 @@ ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
 constexpr int kMaxLaneTaps = 7;
 constexpr int64_t kLaneTaskPixels = 1024;  // output pixels per pixel-lane task, in whole images
 
+// Makes the compiler hold v in a vector register: GCC otherwise folds a loaded vector into each FMA
+// that uses it as a memory operand (KB unaligned loads of one input vector instead of one).
+inline void KeepInRegister(Vec& v) {
+#if defined(__x86_64__)
+  asm("" : "+v"(v));
+#elif defined(__aarch64__)
+  asm("" : "+w"(v));
+#endif
+}
+
 // acc [J][KB] (j-th tap, kb-th channel: acc + j * tap_step + kb * kLanes) += sum over the rows and
 // pixel vectors of x[row * x_row_step + pixel + j] * d[kb * d_channel_step + row * ow + pixel].
 template <int J, int KB>
@@ -833,7 +843,7 @@ REGISTER_BLOCK void KernelGradLanesBlock(const float* x, int64_t x_row_step, con
 #pragma GCC unroll 8
       for (int j = 0; j < J; ++j) {
         Vec xv = LoadLanes(xr + p + j, lanes);
-        asm("" : "+v"(xv));  // one load, in a register: folded into each FMA, it was KB unaligned loads
+        KeepInRegister(xv);
 #pragma GCC unroll 8
         for (int kb = 0; kb < KB; ++kb) a[j][kb] += xv * dv[kb];
       }

@@ -72,7 +72,7 @@ def scatter_fits(kernel_hw: tuple[int, int], channels: int, width_dilation: int)
   """Whether `input_grad` takes this kernel: it keeps one pixel's contributions in registers, kh
   kernel rows of kw * C floats (kernel dilation 1 along the width; else kh * kw runs of C), each
   rounded up to whole vectors, at most the build's ResearchMaxScatterFloats() in all."""
-  lanes, most = _limits()
+  lanes, most, _ = _limits()
   kh, kw = kernel_hw
   runs, run = (kh, kw * channels) if width_dilation == 1 else (kh * kw, channels)
   return runs * -(-run // lanes) * lanes <= most
@@ -188,12 +188,13 @@ def _load() -> Optional[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def _limits() -> tuple[int, int]:
-  """(vector width in floats, most floats of one pixel's scatter contributions) of the loaded build."""
+def _limits() -> tuple[int, int, int]:
+  """(vector width in floats, most floats of one pixel's scatter contributions, most taps of a
+  kernel row in pixel lanes) of the loaded build."""
   library = _library()[0]
   if library is None:
     raise RuntimeError(f"native kernels unavailable: {_load()}")
-  return library.ResearchKernelLanes(), library.ResearchMaxScatterFloats()
+  return library.ResearchKernelLanes(), library.ResearchMaxScatterFloats(), library.ResearchMaxLaneTaps()
 
 
 def lanes() -> int:
@@ -241,9 +242,6 @@ def _forward_call(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
   return jax.ffi.ffi_call("research_conv_forward", out)(x, kernel, **_attributes(strides, dilation, pads))
 
 
-_MAX_LANE_TAPS = 7  # cpu_kernels.cc's kMaxLaneTaps
-
-
 def kernel_grad_in_pixel_lanes(x_channels: int, kernel_w: int, dy_shape: tuple[int, ...], stride_w: int,
                                dilation_w: int) -> bool:
   """Whether the kernel gradient runs in pixel lanes (cpu_kernels.cc's research_conv_kernel_grad_lanes):
@@ -257,9 +255,9 @@ def kernel_grad_in_pixel_lanes(x_channels: int, kernel_w: int, dy_shape: tuple[i
   the training step 4.5-4.7 -> 4.1-4.2 ms (AMD EPYC, 2 cores). With the AVX2 build its 6 channels
   fill 0.75 of 8 lanes; the pixel-lane kernel (0.28 ms) does not pay for the transpose there
   (0.31 ms without it), hence the margin."""
-  if x_channels != 1 or stride_w != 1 or dilation_w != 1 or kernel_w > _MAX_LANE_TAPS:
+  n, _, most_taps = _limits()
+  if x_channels != 1 or stride_w != 1 or dilation_w != 1 or kernel_w > most_taps:
     return False
-  n = lanes()
   ow, k = dy_shape[2], dy_shape[3]
   # (ow / (ceil(ow / n) * n)) > 1.5 * (k / (ceil(k / n) * n)), in integers
   return 2 * ow * -(-k // n) > 3 * k * -(-ow // n)

@@ -1415,7 +1415,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchConvForward, ConvForward, ConvBinding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchConvKernelGrad, ConvKernelGrad, ConvBinding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ResearchConvKernelGradLanes, ConvKernelGradLanes, ConvBinding());
 
-// The build's vector width in floats and the most floats of one pixel's contributions the scatter
-// input gradient takes (research_conv_input_grad), for native_cpu.py (plain C calls, no FFI).
+// The build's vector width in floats, the most floats of one pixel's contributions the scatter
+// input gradient takes (research_conv_input_grad) and the most taps of a kernel row the pixel-lane
+// kernel gradient takes (research_conv_kernel_grad_lanes), for native_cpu.py (plain C calls, no FFI).
 extern "C" int ResearchKernelLanes() { return kLanes; }
 extern "C" int ResearchMaxScatterFloats() { return kMaxScatterFloats; }
+extern "C" int ResearchMaxLaneTaps() { return kMaxLaneTaps; }
